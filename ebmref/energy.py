@@ -180,6 +180,26 @@ class GaussianMixture(AnalyticEnergy):
     def forward(self, x: Tensor) -> Tensor:
         return -torch.logsumexp(self.logits + self.component_log_density(x), dim=-1)
 
+    def energy_and_grad(self, x: Tensor, create_graph: bool = False) -> tuple[Tensor, Tensor]:
+        """Closed form ∇ₓE(x) = Σₖ rₖ(x) Σₖ⁻¹(x − μₖ) with the responsibilities
+        rₖ(x) = softmax(aₖ + log N(x; μₖ, Σₖ)); one pass over (B, K, d), no autograd graph
+        (several times faster than autograd for many chains, equal to it to float64 round-off)."""
+        self._check_batch(x)
+        if create_graph:
+            return super().energy_and_grad(x, create_graph=True)
+        with torch.no_grad():
+            L = torch.tril(self.scale_trils)
+            precision = torch.cholesky_inverse(L)  # (K, d, d), Σₖ⁻¹
+            diff = x[:, None, :] - self.means  # (B, K, d)
+            p_diff = torch.einsum("bkd,kde->bke", diff, precision)  # Σₖ⁻¹(x − μₖ)
+            logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1).abs()).sum(-1)
+            log_joint = ((self.logits - logdet - 0.5 * self.dim * math.log(2 * math.pi))
+                         - 0.5 * (diff * p_diff).sum(-1))  # aₖ + log N(x; μₖ, Σₖ), (B, K)
+            lse = torch.logsumexp(log_joint, -1, keepdim=True)
+            resp = (log_joint - lse).exp_()
+            grad = torch.bmm(resp.unsqueeze(1), p_diff).squeeze(1)
+            return -lse.squeeze(1), grad
+
     def log_partition(self) -> Tensor:
         return torch.logsumexp(self.logits, 0)
 

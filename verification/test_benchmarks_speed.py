@@ -1,0 +1,94 @@
+"""Correctness of the speed paths (issue #7): closed-form gradients equal autograd, MALA costs one
+energy-and-gradient evaluation per step, and the benchmark scripts run end to end."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ebmref.energy import Energy, GaussianMixture
+from ebmref.samplers import langevin, mala
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _mixture(dtype: torch.dtype, generator: torch.Generator, k: int = 5, d: int = 3):
+    means = 3.0 * torch.randn(k, d, generator=generator, dtype=dtype)
+    a = torch.randn(k, d, d, generator=generator, dtype=dtype)
+    covs = a @ a.transpose(1, 2) / d + 0.2 * torch.eye(d, dtype=dtype)  # full, anisotropic
+    logits = torch.randn(k, generator=generator, dtype=dtype)
+    return GaussianMixture(logits, means, covs, dtype=dtype)
+
+
+def test_mixture_closed_form_gradient_equals_autograd():
+    g = torch.Generator().manual_seed(7)
+    gm = _mixture(torch.float64, g)
+    # Points near the modes, between them and far out (responsibilities saturate there).
+    x = torch.cat([gm.sample(200, g), 10.0 * torch.randn(200, 3, generator=g, dtype=torch.float64)])
+    e_cf, g_cf = gm.energy_and_grad(x)
+    e_ag, g_ag = Energy.energy_and_grad(gm, x)  # the generic autograd path
+    scale = g_ag.abs().amax(-1, keepdim=True).clamp_min(1.0)
+    assert torch.allclose(e_cf, e_ag, rtol=1e-12, atol=1e-10)
+    assert ((g_cf - g_ag).abs() / scale).max().item() < 1e-10
+    # The same check catches a wrong closed form: dropping the responsibilities' weights.
+    wrong = torch.einsum("bkd,kde->be", x[:, None, :] - gm.means,
+                         torch.cholesky_inverse(torch.tril(gm.scale_trils))) / gm.means.shape[0]
+    assert ((wrong - g_ag).abs() / scale).max().item() > 1e-3
+
+
+def test_mixture_closed_form_keeps_graph_path():
+    g = torch.Generator().manual_seed(8)
+    gm = _mixture(torch.float64, g, k=3, d=2)
+    x = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    e, grad = gm.energy_and_grad(x, create_graph=True)
+    # create_graph falls back to autograd, so the gradient depends on θ differentiably.
+    (grad.sum() + e.sum()).backward()
+    assert gm.means.grad is not None and torch.isfinite(gm.means.grad).all()
+    _, g_cf = gm.energy_and_grad(x)
+    assert torch.allclose(grad.detach(), g_cf, rtol=0, atol=1e-10)
+
+
+class _Counting(Energy):
+    def __init__(self, base: Energy):
+        super().__init__()
+        self.base, self.calls = base, 0
+        self.event_shape = base.event_shape
+
+    def forward(self, x):
+        return self.base(x)
+
+    def energy_and_grad(self, x, create_graph=False):
+        self.calls += 1
+        return self.base.energy_and_grad(x, create_graph=create_graph)
+
+
+@pytest.mark.parametrize("n_steps", [1, 10])
+def test_mala_one_gradient_evaluation_per_step(n_steps):
+    g = torch.Generator().manual_seed(9)
+    counting = _Counting(_mixture(torch.float64, g, k=2, d=2))
+    x0 = torch.randn(32, 2, generator=g, dtype=torch.float64)
+    mala(counting, x0, n_steps, 0.1, generator=g)
+    assert counting.calls == n_steps + 1  # the start state once, then one per proposal
+    counting.calls = 0
+    langevin(counting, x0, n_steps, 0.1, generator=g)
+    assert counting.calls == n_steps
+
+
+def test_sampler_benchmark_runs_and_prints_ratios():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "samplers.py"), "--chains", "200",
+         "--steps", "5", "--repeats", "2", "--no-torchebm"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if ln.startswith("| ")]
+    assert any("langevin" in r and "mixture" in r for r in rows)
+    assert any("mala" in r for r in rows)
+    # every data row ends with finite positive numbers (throughputs and ratios)
+    nums = [float(c) for r in rows[2:] for c in r.strip("|").split("|")[4:] if
+            c.strip() not in ("", "–", "n/a")]
+    assert nums and all(math.isfinite(v) and v > 0 for v in nums)
