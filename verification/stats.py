@@ -213,3 +213,46 @@ def z_test_power(effect, standard_error, alpha: float, beta: float = BETA) -> bo
 def z_detectable(standard_error, alpha: float, beta: float = BETA):
     """Smallest mean shift detected with prob ≥ 1 − β by the two-sided z-test at level α."""
     return (stats.norm.isf(alpha / 2) + stats.norm.isf(beta)) * _np(standard_error)
+
+
+# --------------------------------------------------------------------------- composite checks
+
+
+def assert_chi2_power(n_chains: int, d: int, alpha_per: float, rel_error: float = 0.05,
+                      beta: float = BETA) -> None:
+    """Fail unless the χ² test detects a ``rel_error`` covariance error (prob ≥ 1 − β)."""
+    if not chi2_variance_power(n_chains, d, rel_error, alpha_per, beta):
+        raise AssertionError(
+            f"underpowered: {n_chains} chains × d={d} detect only a "
+            f"{chi2_detectable_rel_error(n_chains, d, alpha_per, beta):.3%} covariance error at "
+            f"level {alpha_per:.2g}, need {rel_error:.1%}")
+
+
+def assert_gaussian_law(x: Tensor, mean: Tensor, cov: Tensor, alpha: float = ALPHA,
+                        rel_error: float = 0.05, beta: float = BETA) -> dict[str, float]:
+    """Assert rows of x are iid N(mean, cov) with false-failure rate ``alpha`` (3 p-values of
+    :func:`whitened_gaussian_pvalues`), after asserting the test detects a ``rel_error``
+    covariance error with probability ≥ 1 − β. Returns the p-values."""
+    m, d = x.shape
+    assert_chi2_power(m, d, alpha / 3, rel_error, beta)
+    p = whitened_gaussian_pvalues(x, mean, cov)
+    assert_pvalues(p, alpha)
+    return p
+
+
+def dilation_ks_distance(cdf: Callable[[np.ndarray], np.ndarray], center: float, lo: float,
+                         hi: float, rel_variance_error: float = 0.05) -> float:
+    """KS distance between a 1-D law and the same law dilated about ``center`` so that its
+    variance grows by ``rel_variance_error``: the effect of a 5 % variance error on a
+    non-Gaussian target (for N(0, 1) it equals :func:`gaussian_scale_ks_distance`)."""
+    s = math.sqrt(1 + rel_variance_error)
+    return ks_distance(cdf, lambda t: cdf(center + (t - center) / s), lo, hi)
+
+
+def assert_ks_power(n: int, effect: float, alpha_per: float, beta: float = BETA,
+                    n2: int | None = None) -> None:
+    """Fail unless D_min = ε(n, α/m) + ε(n, β) ≤ ``effect`` (TESTING.md rule 4)."""
+    d_min = ks_min_detectable(n, alpha_per, beta, n2)
+    if d_min > effect:
+        raise AssertionError(f"underpowered: KS with n={n} detects D ≥ {d_min:.4f} at level "
+                             f"{alpha_per:.2g}, the effect to catch is {effect:.4f}")

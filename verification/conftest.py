@@ -1,0 +1,80 @@
+"""Suite-wide pytest configuration: markers, the seeded ``rng`` fixture and the seed sweep.
+
+* ``@pytest.mark.stochastic`` marks a calibrated stochastic test (TESTING.md); an optional
+  ``alpha=`` keyword states its total false-failure rate (default ``verification.stats.ALPHA``).
+* ``rng``: a ``torch.Generator`` seeded from a stable hash of the test's node id, so every run
+  of the suite sees the same numbers. With ``EBMREF_SEED=s`` in the environment the seed is
+  derived from (test, s) instead: fresh, still reproducible seeds.
+* ``--seed-sweep N`` (TESTING.md rule 8): collect only the stochastic tests and run each one
+  N times in the same process, with sweep seeds 1..N (parametrised ``[seed<k>]``).
+  ``python -m verification.seed_sweep`` drives this and tabulates the failures per test.
+* torch runs single-threaded in the suite (``EBMREF_TEST_THREADS`` overrides): the tests are
+  many small vectorised ops, and on a shared 2-core machine two OpenMP threads spinning
+  against other processes made them ~15× slower than one thread.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+import torch
+
+from verification.stats import seed_for
+
+SEED_ENV = "EBMREF_SEED"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--seed-sweep", type=int, default=0, metavar="N",
+                     help="run only the stochastic tests, each with fresh seeds 1..N")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    torch.set_num_threads(int(os.environ.get("EBMREF_TEST_THREADS", "1")))
+    config.addinivalue_line(
+        "markers", "stochastic(alpha=1e-6): calibrated stochastic test with false-failure "
+                   "rate alpha; rerun over fresh seeds with --seed-sweep N")
+    config.addinivalue_line("markers", "slow: long-running tests, deselected by default")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    n = metafunc.config.getoption("--seed-sweep")
+    if n > 0 and "ebmref_sweep_seed" in metafunc.fixturenames \
+            and metafunc.definition.get_closest_marker("stochastic") is not None:
+        metafunc.parametrize("ebmref_sweep_seed", range(1, n + 1), indirect=True,
+                             ids=[f"seed{k}" for k in range(1, n + 1)])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--seed-sweep") <= 0:
+        return
+    keep = [it for it in items if it.get_closest_marker("stochastic") is not None]
+    drop = [it for it in items if it.get_closest_marker("stochastic") is None]
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+    items[:] = keep
+
+
+@pytest.fixture
+def ebmref_sweep_seed(request: pytest.FixtureRequest) -> int | None:
+    """The sweep seed of this run (parametrised by --seed-sweep), else ``EBMREF_SEED``."""
+    if hasattr(request, "param"):
+        return int(request.param)
+    env = os.environ.get(SEED_ENV)
+    return int(env) if env else None
+
+
+def base_nodeid(nodeid: str) -> str:
+    """The node id without the sweep's ``seed<k>`` parameter (other parameters kept)."""
+    name = re.sub(r"(?<=[\[-])seed\d+(?=[\]-])", "", nodeid)
+    return name.replace("[-", "[").replace("-]", "]").replace("--", "-").replace("[]", "")
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest, ebmref_sweep_seed: int | None) -> torch.Generator:
+    """A torch.Generator seeded per test (stable across runs); fresh seeds in sweep mode."""
+    name = base_nodeid(request.node.nodeid)
+    key = name if ebmref_sweep_seed is None else f"{name}#sweep{ebmref_sweep_seed}"
+    return torch.Generator().manual_seed(seed_for(key))
