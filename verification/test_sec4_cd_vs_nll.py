@@ -207,10 +207,10 @@ def test_c14_library_monte_carlo_matches_closed_form(rng):
     """C14 through the library: ``contrastive_loss`` on ULA / exact-OU chains from the data
     estimates positive − divergence; ``kl_loss`` on ``sample_for_kl`` (all t steps
     differentiated) estimates ∂/∂θ E_{q_θ}[E_Ω] = KL term + ∂H(q_θ)/∂θ; together they estimate
-    ∇L_CD. Batch-means t-tests (40 batches × 500 chains), 20 p-values, total α = 1e-6;
+    ∇L_CD. Batch-means t-tests (80 batches × 500 chains), 20 p-values, total α = 1e-6;
     power ≥ 1 − 1e-3 asserted for the broken variants, which are then shown to fail:
     KL term with the wrong sign, KL term dropped (CD*), energy not frozen in the KL loss."""
-    alpha, n_batches, n = 1e-6, 40, 500
+    alpha, n_batches, n = 1e-6, 80, 500
     mu, scale_tril, m_d, c_d = gaussian_setup(2)
     t, step = 5, 0.2
     model = Gaussian(mu, gcd.covariance(scale_tril), dtype=DT)
