@@ -1,0 +1,129 @@
+"""The toy experiment's configuration: one dataclass, mapped one to one onto the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+
+from ebmref.validation import check_int_range, check_positive
+from toy_problems.methods import METHOD_NAMES, Budget
+from toy_problems.targets import TARGETS
+
+QUICK_METHODS = ("nll", "cd10", "true_cd", "nll_kl_du2020", "nll_teleport")
+QUICK_TARGETS = ("ring8", "bimodal_1d")
+
+
+@dataclass
+class ToyConfig:
+    """Everything a report depends on (written to ``config.json`` next to it).
+
+    Training budget (the same for every method): steps, batch_size, n_steps (sampler steps per
+    update = t of CD-t), step_size (λ of eq. 1), hidden/depth (MLP), lr, l2, buffer_size.
+    Evaluation: eval_chains chains from noise and as many from test data, eval_steps ULA steps
+    (eq. 1, λ = step_size, T = 1) on the trained model; grid_points per axis for log Z;
+    kl_bins histogram bins per axis for KL[q‖p_θ]. Funnel (C28): funnel_temperatures for Du's
+    decoupled step at α = step_size/2, funnel_steps steps from noise, on funnel_targets.
+    """
+
+    out: str = "runs/toy"
+    targets: list[str] = field(default_factory=lambda: list(TARGETS))
+    methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
+    seeds: int = 3
+    steps: int = 400
+    batch_size: int = 256
+    n_steps: int = 10
+    step_size: float = 0.02
+    hidden: int = 64
+    depth: int = 3
+    lr: float = 3e-3
+    l2: float = 0.1
+    buffer_size: int = 1000
+    n_train: int = 5000
+    n_test: int = 5000
+    eval_chains: int = 256
+    eval_steps: int = 500
+    grid_points_2d: int = 201
+    grid_points_1d: int = 2001
+    kl_bins: int = 20
+    funnel_targets: list[str] = field(default_factory=lambda: ["bimodal_1d", "two_modes"])
+    funnel_temperatures: list[float] = field(
+        default_factory=lambda: [0.0025, 0.05, 0.2, 0.5, 1.0, 2.0])
+    funnel_steps: int = 1000
+    threads: int = 1
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for t in self.targets:
+            if t not in TARGETS:
+                raise ValueError(f"targets: {t!r} is not one of {tuple(TARGETS)}")
+        for m in self.methods:
+            if m not in METHOD_NAMES:
+                raise ValueError(f"methods: {m!r} is not one of {METHOD_NAMES}")
+        if not self.targets or not self.methods:
+            raise ValueError("targets, methods: need at least one of each")
+        for name in ("seeds", "steps", "batch_size", "n_steps", "hidden", "depth",
+                     "buffer_size", "eval_chains", "eval_steps", "funnel_steps", "threads"):
+            check_int_range(getattr(self, name), name, 1)
+        check_int_range(self.n_train, "n_train", self.batch_size)
+        check_int_range(self.n_test, "n_test", self.eval_chains)
+        check_int_range(self.kl_bins, "kl_bins", 2)
+        for name in ("step_size", "lr"):
+            check_positive(getattr(self, name), name)
+        for name in ("grid_points_2d", "grid_points_1d"):
+            n = getattr(self, name)
+            if not (isinstance(n, int) and n >= 5 and (n - 1) % 4 == 0):
+                raise ValueError(f"{name}: must be an integer ≥ 5 with n ≡ 1 (mod 4), got {n!r}")
+        for t in self.funnel_temperatures:
+            check_positive(t, "funnel_temperatures")
+
+    def budget(self) -> Budget:
+        return Budget(steps=self.steps, batch_size=self.batch_size, n_steps=self.n_steps,
+                      step_size=self.step_size, hidden=self.hidden, depth=self.depth,
+                      lr=self.lr, l2=self.l2, buffer_size=self.buffer_size)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def quick_overrides() -> dict:
+    """The CI smoke version (< 60 s): tiny budget, one seed, fewer methods and targets."""
+    return dict(targets=list(QUICK_TARGETS), methods=list(QUICK_METHODS), seeds=1, steps=40,
+                batch_size=64, buffer_size=256, n_train=1000, n_test=1000, eval_chains=64,
+                eval_steps=100, grid_points_2d=101, grid_points_1d=401,
+                funnel_targets=["bimodal_1d"], funnel_temperatures=[0.05, 1.0],
+                funnel_steps=100, out="runs/toy_quick")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m toy_problems",
+        description="Toy EBM experiments with exact likelihood: train every method on every "
+                    "target, measure, and write report.md, metrics.json and config.json.")
+    defaults = ToyConfig()
+    for f in dataclasses.fields(ToyConfig):
+        name = "--" + f.name.replace("_", "-")
+        value = getattr(defaults, f.name)
+        if f.name == "quick":
+            p.add_argument(name, action="store_true",
+                           help="smoke version for CI (< 60 s): " + ", ".join(
+                               f"{k}={v}" for k, v in quick_overrides().items()))
+        elif isinstance(value, list):
+            kind = float if f.name == "funnel_temperatures" else str
+            p.add_argument(name, nargs="+", type=kind, default=None,
+                           help=f"default: {' '.join(map(str, value))}")
+        else:
+            p.add_argument(name, type=type(value), default=None, help=f"default: {value}")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> ToyConfig:
+    """Defaults, then the --quick preset, then every option given explicitly."""
+    args = vars(build_parser().parse_args(argv))
+    values = quick_overrides() if args.pop("quick") else {}
+    quick = bool(values)
+    values.update({k: v for k, v in args.items() if v is not None})
+    return ToyConfig(**values, quick=quick)
