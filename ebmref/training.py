@@ -20,11 +20,14 @@ steps (and at the end) an atomic checkpoint with model, optimiser, buffer, gener
 step goes to ``out_dir/checkpoint.pt``. ``resume=True`` continues from it bit-for-bit on CPU when
 the data is a tensor. Non-finite energies, samples, loss or gradients, or |E| above
 ``max_energy``, stop the run with :class:`TrainingDiverged` *before* the optimiser step; the last
-good checkpoint is left as it was.
+good checkpoint is left as it was. Parameters θ_s count as good once they have produced finite,
+bounded energies and gradients at step s + 1, so a checkpoint due at step s is held in memory and
+written then (the final one after a validation pass).
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -367,23 +370,24 @@ def train(
                          "transition": repr(transition), "energy": type(energy).__name__}
         (out / CONFIG_NAME).write_text(json.dumps(record_config, indent=2) + "\n")
 
-    def checkpoint() -> Path | None:
-        if ckpt_path is None:
-            return None
-        return save_checkpoint({
-            "step": step,
-            "model": energy.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "buffer": None if buffer is None else buffer.state_dict(),
-            "rng": {"generator": generator.get_state()},
-            "config": config.to_dict(),
-        }, ckpt_path)
+    def snapshot(copy_tensors: bool) -> dict:
+        """The full training state after ``step`` updates (copied when it must outlive them)."""
+        model = energy.state_dict()
+        opt = optimizer.state_dict()
+        if copy_tensors:
+            model = {k: v.detach().clone() for k, v in model.items()}
+            opt = copy.deepcopy(opt)
+        return {"step": step, "model": model, "optimizer": opt,
+                "buffer": None if buffer is None else buffer.state_dict(),
+                "rng": {"generator": generator.get_state()}, "config": config.to_dict()}
 
     history: list[dict] = []
     params = [p for p in energy.parameters() if p.requires_grad]
     max_norm = config.weight_grad_clip if config.weight_grad_clip is not None else math.inf
     bar = tqdm(total=config.steps, initial=step, disable=not config.progress, desc="train")
     t0 = time.perf_counter()
+    start_step = step
+    pending: dict | None = None
     last_ckpt = ckpt_path if (ckpt_path is not None and ckpt_path.exists()) else None
     while step < config.steps:
         current = step + 1  # 1-based index of the update being computed
@@ -461,11 +465,15 @@ def train(
             raise TrainingDiverged(current, "loss", loss_v, where)
         if not math.isfinite(gnorm):
             raise TrainingDiverged(current, "weight-gradient norm", gnorm, where)
+        # θ_{step} (and the state captured with it) just passed the checks: now it is "good".
+        if pending is not None:
+            last_ckpt = save_checkpoint(pending, ckpt_path)
+            pending = None
         optimizer.step()
         step = current
         bar.update(1)
 
-        if step % config.log_every == 0 or step == config.steps:
+        if step % config.log_every == 0:
             record = {"step": step, "loss": loss_v, "loss_contrastive": loss_c_v,
                       "loss_kl": loss_kl_v, "energy_data": mean_pos, "energy_samples": mean_neg,
                       "grad_norm": gnorm, "time_s": time.perf_counter() - t0}
@@ -479,9 +487,23 @@ def train(
                             e_samp=f"{mean_neg:.3g}")
             if callback is not None:
                 callback(step, record)
-        if config.ckpt_every and step % config.ckpt_every == 0 and step < config.steps:
-            last_ckpt = checkpoint()
+        if (ckpt_path is not None and config.ckpt_every and step % config.ckpt_every == 0
+                and step < config.steps):
+            # Written only once θ_step has produced finite, bounded energies at the next step,
+            # so a checkpoint on disk never holds parameters that already diverged.
+            pending = snapshot(copy_tensors=True)
     bar.close()
-    if ckpt_path is not None and not (step == 0):
-        last_ckpt = checkpoint()
+    if ckpt_path is not None and step > start_step:
+        # Validate the final parameters on the last batches; eval mode so that e.g. spectral
+        # norm's power iteration does not advance (resumed runs must match uninterrupted ones).
+        energy.eval()
+        with torch.no_grad():
+            final = torch.stack([energy(x_pos).abs().max(), energy(x_neg).abs().max()]).tolist()
+        energy.train()
+        for name, value in zip(("|energy| of data E(x⁺)", "|energy| of samples E(x⁻)"), final):
+            if not (math.isfinite(value) and value <= config.max_energy):
+                where = (f"; last good checkpoint: {last_ckpt}" if last_ckpt is not None
+                         else "; no checkpoint written yet")
+                raise TrainingDiverged(step, f"{name} after the final update", value, where)
+        last_ckpt = save_checkpoint(snapshot(copy_tensors=False), ckpt_path)
     return TrainResult(step=step, history=history, buffer=buffer, checkpoint=last_ckpt)
