@@ -63,6 +63,13 @@ class AnalyticEnergy(Energy):
         raise NotImplementedError(f"{type(self).__name__} has no exact sampler")
 
 
+def row_sum(t: Tensor) -> Tensor:
+    """Σ over all but the batch dimension, (B, ...) → (B,), as a matrix–vector product: for the
+    few coordinates of analytic energies this is several times faster than ``sum(-1)``."""
+    flat = t.reshape(t.shape[0], -1)
+    return flat @ torch.ones(flat.shape[1], dtype=t.dtype, device=t.device)
+
+
 def _as_tensor(value, name: str, dtype: torch.dtype | None) -> Tensor:
     t = torch.as_tensor(value, dtype=dtype if dtype is not None else torch.get_default_dtype())
     check_finite(t, name)
@@ -118,7 +125,7 @@ class Gaussian(AnalyticEnergy):
         with torch.no_grad():
             diff = x - self.mu
             g = diff @ self.precision  # ∇E = Σ⁻¹(x − μ); Σ⁻¹ is symmetric
-            return 0.5 * (diff * g).sum(-1), g
+            return 0.5 * row_sum(diff * g), g
 
     def log_partition(self) -> Tensor:
         d = self.dim
@@ -204,7 +211,9 @@ class GaussianMixture(AnalyticEnergy):
                 self.logits - logdet - 0.5 * d * math.log(2 * math.pi))
             lse = torch.logsumexp(log_joint, -1, keepdim=True)
             resp = log_joint.sub_(lse).exp_()
-            grad = torch.einsum("bik,bk->bi", p_diff, resp)
+            grad = (p_diff * resp[:, None, :]).reshape(-1, k) @ torch.ones(k, dtype=x.dtype,
+                                                                           device=x.device)
+            grad = grad.view(-1, d)
             return -lse.squeeze(1), grad
 
     def log_partition(self) -> Tensor:

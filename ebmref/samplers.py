@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ebmref.energy import Energy, Gaussian
+from ebmref.energy import Energy, Gaussian, row_sum
 from ebmref.validation import check_finite, check_int_range, check_nonnegative, check_positive
 
 Transition = Callable[[Tensor, torch.Generator | None], Tensor]
@@ -115,7 +115,10 @@ def langevin(
         _, g = energy.energy_and_grad(x, create_graph=keep_graph)
         if grad_clip is not None:
             g = g.clamp(-grad_clip, grad_clip)
-        x = x - drift * g + noise_std * _noise(x, generator)
+        if keep_graph:
+            x = x - drift * g + noise_std * _noise(x, generator)
+        else:  # same update, two fused passes over a fresh tensor (x0 is never written)
+            x = torch.add(x, g, alpha=-drift).add_(_noise(x, generator), alpha=noise_std)
         if clamp is not None:
             x = x.clamp(clamp[0], clamp[1])
         if transition is not None and (t + 1) % transition_every == 0:
@@ -158,10 +161,14 @@ def mala(
     frames = [x] if record_every else []
     sqrt_step = math.sqrt(step_size)
     for t in range(n_steps):
-        y = x - 0.5 * step_size * g_x + sqrt_step * _noise(x, generator)
+        xi = _noise(x, generator)
+        y = torch.add(x, g_x, alpha=-0.5 * step_size).add_(xi, alpha=sqrt_step)
         e_y, g_y = energy.energy_and_grad(y)
-        log_alpha = (e_x - e_y + mala_log_proposal(x, y, g_y, step_size)
-                     - mala_log_proposal(y, x, g_x, step_size))
+        # log q(x|y) − log q(y|x) (mala_log_proposal) in one pass: y − x + (λ/2)∇E(x) = √λ ξ,
+        # so log q(y|x) = −‖ξ‖²/2; back = x − y + (λ/2)∇E(y) gives log q(x|y) = −‖back‖²/(2λ).
+        back = torch.sub(x, y).add_(g_y, alpha=0.5 * step_size)
+        log_ratio = back.square_().mul_(-1.0 / step_size).addcmul_(xi, xi)
+        log_alpha = (e_x - e_y).add_(row_sum(log_ratio), alpha=0.5)
         u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
         accept = torch.log(u) < log_alpha  # NaN proposals compare False: rejected
         mask = accept.view(-1, *([1] * (x.ndim - 1)))
