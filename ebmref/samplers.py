@@ -171,7 +171,8 @@ def mala(
         log_alpha = (e_x - e_y).add_(row_sum(log_ratio), alpha=0.5)
         u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
         accept = torch.log(u) < log_alpha  # NaN proposals compare False: rejected
-        mask = accept.view(-1, *([1] * (x.ndim - 1)))
+        # A materialised mask: CPU torch.where with a broadcast (B, 1) mask is ~2x slower.
+        mask = accept.view(-1, *([1] * (x.ndim - 1))).expand_as(x).contiguous()
         x = torch.where(mask, y, x)
         e_x = torch.where(accept, e_y, e_x)
         g_x = torch.where(mask, g_y, g_x)
