@@ -200,7 +200,8 @@ class TrainConfig:
         if self.weight_grad_clip is not None:
             check_positive(self.weight_grad_clip, "weight_grad_clip")
         if not isinstance(self.transition_on_read, bool):
-            raise ValueError(f"transition_on_read: must be a bool, got {self.transition_on_read!r}")
+            raise ValueError(  # noqa: TRY004 - the project reports bad config as ValueError
+                f"transition_on_read: must be a bool, got {self.transition_on_read!r}")
         check_int_range(self.transition_every, "transition_every", 0, self.n_steps)
         check_int_range(self.log_every, "log_every", 1)
         check_int_range(self.ckpt_every, "ckpt_every", 0)
@@ -244,7 +245,8 @@ class _DataSource:
             self.tensor, self.iterable = None, data
             self._it: Iterator | None = None
         else:
-            raise ValueError(f"data: expected a Tensor or an iterable of batches, got {type(data)}")
+            raise ValueError(  # noqa: TRY004 - bad arguments are ValueErrors here
+                f"data: expected a Tensor or an iterable of batches, got {type(data)}")
 
     @property
     def event_shape(self) -> tuple[int, ...] | None:
@@ -329,7 +331,8 @@ def train(
     """
     config.validate()
     if not isinstance(energy, Energy):
-        raise ValueError(f"energy: expected an ebmref.energy.Energy, got {type(energy)}")
+        raise ValueError(  # noqa: TRY004 - bad arguments are ValueErrors here
+            f"energy: expected an ebmref.energy.Energy, got {type(energy)}")
     if (config.transition_on_read or config.transition_every) and transition is None:
         raise ValueError("transition: config asks for transitions (transition_on_read/"
                          "transition_every) but no transition callable was given")

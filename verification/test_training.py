@@ -26,9 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def toy_config(steps: int = 5, **overrides) -> TrainConfig:
     """A tiny 2-D run: eq. 1 Langevin, noise box [−3, 3]², no image clamps."""
-    base = dict(steps=steps, batch_size=16, buffer_size=128, n_steps=5, step_size=0.01,
-                noise=None, grad_clip_x=None, clamp=None, noise_low=-3.0, noise_high=3.0,
-                lr=1e-3, log_every=2, ckpt_every=3, progress=False, device="cpu")
+    base = {"steps": steps, "batch_size": 16, "buffer_size": 128, "n_steps": 5, "step_size": 0.01,
+                "noise": None, "grad_clip_x": None, "clamp": None, "noise_low": -3.0, "noise_high": 3.0,
+                "lr": 1e-3, "log_every": 2, "ckpt_every": 3, "progress": False, "device": "cpu"}
     base.update(overrides)
     return TrainConfig(**base)
 
@@ -61,10 +61,10 @@ def _records(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize("overrides", [
     {},
-    dict(spectral_norm=True),
-    dict(init="true_cd", replacement="reservoir", kl_weight=1.0, entropy_weight=0.3,
-         entropy_reference=32, kl_steps=2),
-    dict(sampler="mala", step_size=0.05, init="data"),
+    {"spectral_norm": True},
+    {"init": "true_cd", "replacement": "reservoir", "kl_weight": 1.0, "entropy_weight": 0.3,
+         "entropy_reference": 32, "kl_steps": 2},
+    {"sampler": "mala", "step_size": 0.05, "init": "data"},
 ], ids=["noise-fifo", "spectral-norm", "truecd-reservoir-kl", "mala-pcd"])
 def test_resume_is_bitwise_identical(tmp_path, rng, overrides):
     """N steps in one go == N/2 steps, stop, resume, N/2 steps: parameters, optimiser state,
