@@ -1,0 +1,185 @@
+"""Software tests of ebmref/samplers.py: argument checks, reproducibility, shapes and the
+options (grad_clip, clamp, record_every, transition, differentiable_steps). The statistical
+behaviour of the kernels is tested in test_sec1_2_langevin.py (C3–C5)."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+
+from ebmref.energy import DoubleWell, Energy, Gaussian, GaussianMixture
+from ebmref.samplers import effective_temperature, langevin, mala, ornstein_uhlenbeck
+
+F64 = torch.float64
+
+
+def gaussian():
+    return Gaussian([0.5, -1.0], [[1.0, 0.6], [0.6, 0.8]], dtype=F64)
+
+
+class Flat(Energy):
+    """E ≡ 0: ∇E = 0, so a noiseless chain only moves through the transition hook."""
+
+    event_shape = (2,)
+
+    def forward(self, x):
+        return (x * 0).sum(-1)
+
+
+X0 = torch.zeros(8, 2, dtype=F64)
+NAN_X0 = torch.tensor([[0.0, float("nan")]] * 3, dtype=F64)
+
+
+@pytest.mark.parametrize("call,arg", [
+    (lambda: langevin(gaussian(), X0, 5, 0.0), "step_size"),
+    (lambda: langevin(gaussian(), X0, 5, -0.1), "step_size"),
+    (lambda: langevin(gaussian(), X0, 5, float("nan")), "step_size"),
+    (lambda: langevin(gaussian(), X0, 5, float("inf")), "step_size"),
+    (lambda: langevin(gaussian(), X0, 5, 0.1, noise=-0.01), "noise"),
+    (lambda: langevin(gaussian(), X0, -1, 0.1), "n_steps"),
+    (lambda: langevin(gaussian(), X0, 2.5, 0.1), "n_steps"),
+    (lambda: langevin(gaussian(), NAN_X0, 5, 0.1), "x0"),
+    (lambda: langevin(gaussian(), torch.zeros(0, 2, dtype=F64), 5, 0.1), "x0"),
+    (lambda: langevin(gaussian(), torch.zeros(4, 3, dtype=F64), 5, 0.1), "x"),
+    (lambda: langevin(gaussian(), X0, 5, 0.1, grad_clip=0.0), "grad_clip"),
+    (lambda: langevin(gaussian(), X0, 5, 0.1, clamp=(1.0, 0.0)), "clamp"),
+    (lambda: langevin(gaussian(), X0, 5, 0.1, differentiable_steps=6), "differentiable_steps"),
+    (lambda: langevin(gaussian(), X0, 5, 0.1, transition=lambda x, g: x), "transition_every"),
+    (lambda: langevin(gaussian(), X0, 5, 0.1, record_every=-1), "record_every"),
+    (lambda: mala(gaussian(), X0, 5, 0.0), "step_size"),
+    (lambda: mala(gaussian(), NAN_X0, 5, 0.1), "x0"),
+    (lambda: mala(gaussian(), X0, -2, 0.1), "n_steps"),
+    (lambda: ornstein_uhlenbeck(gaussian(), X0, 5, 0.0), "tau"),
+    (lambda: ornstein_uhlenbeck(DoubleWell(), X0, 5, 0.1), "energy"),
+    (lambda: ornstein_uhlenbeck(gaussian(), NAN_X0, 5, 0.1), "x0"),
+    (lambda: effective_temperature(0.0, 0.1), "step_size"),
+    (lambda: effective_temperature(10.0, -1.0), "noise"),
+])
+def test_bad_arguments_raise_value_error_naming_the_argument(call, arg):
+    with pytest.raises(ValueError, match=rf"^{re.escape(arg)}:"):
+        call()
+
+
+SAMPLERS = {
+    "langevin_eq1": lambda x0, g: langevin(gaussian(), x0, 7, 0.3, generator=g, record_every=2),
+    "langevin_decoupled": lambda x0, g: langevin(gaussian(), x0, 7, 0.1, noise=0.2, generator=g,
+                                                 record_every=2),
+    "mala": lambda x0, g: mala(gaussian(), x0, 7, 0.3, generator=g, record_every=2),
+    "ou": lambda x0, g: ornstein_uhlenbeck(gaussian(), x0, 7, 0.3, generator=g, record_every=2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_reproducible_and_shapes(name):
+    x0 = torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    a = SAMPLERS[name](x0, torch.Generator().manual_seed(1))
+    b = SAMPLERS[name](x0, torch.Generator().manual_seed(1))
+    c = SAMPLERS[name](x0, torch.Generator().manual_seed(2))
+    assert torch.equal(a.x, b.x) and torch.equal(a.trajectory, b.trajectory)
+    assert not torch.equal(a.x, c.x)
+    assert a.x.shape == x0.shape and a.x.dtype == F64 and not a.x.requires_grad
+    # record_every=2 over 7 steps: x0 and steps 2, 4, 6.
+    assert a.trajectory.shape == (4, 16, 2)
+    assert torch.equal(a.trajectory[0], x0)
+    if name == "mala":
+        assert a.acceptance.shape == (16,)
+        assert bool(((a.acceptance >= 0) & (a.acceptance <= 1)).all())
+    assert not torch.equal(x0, a.x)  # x0 itself is not modified in place, the chains moved
+    assert torch.equal(x0, torch.randn(16, 2, generator=torch.Generator().manual_seed(0),
+                                       dtype=F64))
+
+
+def test_record_last_frame_and_zero_steps():
+    x0 = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = langevin(gaussian(), x0, 6, 0.2, generator=torch.Generator().manual_seed(1),
+                   record_every=3)
+    assert out.trajectory.shape == (3, 5, 2) and torch.equal(out.trajectory[-1], out.x)
+    assert torch.equal(langevin(gaussian(), x0, 0, 0.2).x, x0)
+    assert torch.equal(mala(gaussian(), x0, 0, 0.2).x, x0)
+
+
+def test_grad_clip_bounds_each_gradient_entry():
+    """Noiseless decoupled step far from the mode: |∇E| ≫ c, so x₁ = x₀ − α·c·sign(∇E)."""
+    g = gaussian()
+    x0 = torch.tensor([[50.0, -40.0], [-30.0, 20.0]], dtype=F64)
+    out = langevin(g, x0, 1, 0.5, noise=0.0, grad_clip=0.01)
+    torch.testing.assert_close(out.x, x0 - 0.5 * 0.01 * torch.sign(g.grad(x0)), rtol=0, atol=1e-14)
+    unclipped = langevin(g, x0, 1, 0.5, noise=0.0)
+    torch.testing.assert_close(unclipped.x, x0 - 0.5 * g.grad(x0), rtol=0, atol=1e-12)
+
+
+def test_clamp_keeps_states_in_bounds():
+    x0 = torch.rand(200, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = langevin(gaussian(), x0, 10, 0.5, generator=torch.Generator().manual_seed(1),
+                   clamp=(0.0, 1.0), record_every=1)
+    assert float(out.trajectory.min()) >= 0.0 and float(out.trajectory.max()) <= 1.0
+    assert bool((out.x == 0).any() or (out.x == 1).any())  # the bound was active
+
+
+def test_transition_applied_every_k_steps_with_the_generator():
+    calls = []
+
+    def shift(x, gen):
+        calls.append(gen)
+        return x + 1.0
+
+    gen = torch.Generator().manual_seed(0)
+    out = langevin(Flat(), X0, 10, 0.1, noise=0.0, generator=gen, transition=shift,
+                   transition_every=3, record_every=1)
+    assert len(calls) == 3 and all(c is gen for c in calls)
+    torch.testing.assert_close(out.x, X0 + 3.0, rtol=0, atol=0)
+    steps_after = [float(out.trajectory[t, 0, 0]) for t in range(11)]
+    assert steps_after == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3]
+
+
+def test_differentiable_steps_carry_the_parameter_graph():
+    """One noiseless decoupled step x₁ = x₀ − αP(x₀ − μ): ∂(Σ x₁)/∂μ = α P 1 per chain."""
+    g = gaussian()
+    x0 = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    out = langevin(g, x0, 3, 0.2, noise=0.0, differentiable_steps=1)
+    assert out.x.requires_grad
+    (d_mu,) = torch.autograd.grad(out.x.sum(), g.mu)
+    torch.testing.assert_close(d_mu, 4 * 0.2 * g.precision.detach() @ torch.ones(2, dtype=F64),
+                               rtol=0, atol=1e-12)
+    # Two differentiable steps: x₂ − μ = A²(x₀ − μ) with A = I − αP, so ∂/∂μ = 4(I − A²)ᵀ1.
+    out2 = langevin(g, x0, 2, 0.2, noise=0.0, differentiable_steps=2)
+    (d_mu2,) = torch.autograd.grad(out2.x.sum(), g.mu)
+    A = torch.eye(2, dtype=F64) - 0.2 * g.precision.detach()
+    torch.testing.assert_close(d_mu2, 4 * (torch.eye(2, dtype=F64) - A @ A).T @ torch.ones(2, dtype=F64),
+                               rtol=0, atol=1e-12)
+    assert not langevin(g, x0, 3, 0.2, noise=0.0).x.requires_grad
+
+
+def test_mala_small_step_accepts_almost_everything_and_large_step_rejects():
+    gm = GaussianMixture([0.0, 0.5], [[-1.5, 0.0], [1.5, 0.5]], [0.4, 0.5], dtype=F64)
+    x0 = gm.sample(2000, torch.Generator().manual_seed(0))
+    small = mala(gm, x0, 5, 1e-4, generator=torch.Generator().manual_seed(1))
+    large = mala(gm, x0, 5, 25.0, generator=torch.Generator().manual_seed(1))
+    assert float(small.acceptance.mean()) > 0.99
+    assert float(large.acceptance.mean()) < 0.05
+    # Rejected chains stay exactly where they were.
+    stuck = large.acceptance == 0
+    assert torch.equal(large.x[stuck], x0[stuck])
+
+
+def test_mala_rejects_non_finite_proposals():
+    class Cliff(Energy):
+        """Finite on x < 1, NaN beyond: proposals past the cliff must be rejected."""
+
+        event_shape = (1,)
+
+        def forward(self, x):
+            e = 0.5 * x[:, 0] ** 2
+            return torch.where(x[:, 0] < 1.0, e, e * float("nan"))
+
+    x0 = torch.zeros(500, 1, dtype=F64)
+    out = mala(Cliff(), x0, 20, 2.0, generator=torch.Generator().manual_seed(0))
+    assert bool(torch.isfinite(out.x).all()) and float(out.x.max()) < 1.0
+
+
+def test_effective_temperature_formula():
+    assert effective_temperature(10.0, 0.005) == pytest.approx(0.005**2 / 20, rel=1e-15)
+    assert effective_temperature(0.5, math.sqrt(1.0)) == pytest.approx(1.0)
