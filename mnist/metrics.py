@@ -19,6 +19,7 @@ With a digit classifier c (``mnist.classifier``):
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import scipy.linalg
@@ -55,7 +56,7 @@ def digit_entropy(probs: Tensor) -> float:
     counts = torch.bincount(probs.argmax(-1), minlength=probs.shape[-1]).double()
     p = counts / counts.sum()
     p = p[p > 0]
-    return float(-(p * p.log()).sum())
+    return float(-(p * p.log()).sum()) + 0.0  # + 0.0 turns −0.0 into 0.0
 
 
 def digit_histogram(probs: Tensor) -> list[int]:
@@ -91,7 +92,9 @@ def frechet_from_moments(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
                          cov2: np.ndarray) -> float:
     """Fréchet (2-Wasserstein²) distance between N(mu1, cov1) and N(mu2, cov2)."""
     diff = mu1 - mu2
-    covmean = scipy.linalg.sqrtm(cov1 @ cov2)
+    with warnings.catch_warnings():  # fewer samples than features: singular, handled below
+        warnings.simplefilter("ignore", scipy.linalg.LinAlgWarning)
+        covmean = scipy.linalg.sqrtm(cov1 @ cov2)
     if not np.isfinite(covmean).all():  # singular product: regularise as in FID
         eps = 1e-6 * np.eye(cov1.shape[0])
         covmean = scipy.linalg.sqrtm((cov1 + eps) @ (cov2 + eps))

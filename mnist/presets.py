@@ -137,17 +137,21 @@ def _field_help(f: dataclasses.Field, hint) -> str:
     return f"{getattr(hint, '__name__', str(hint))} (default {f.default!r} before presets)"
 
 
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, title: str) -> None:
+    """One ``--field`` option per field of the dataclass ``cls`` (absent: not in the namespace)."""
+    group = parser.add_argument_group(title)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        group.add_argument(f"--{f.name}", dest=f"cfg_{f.name}", default=argparse.SUPPRESS,
+                           type=lambda s, h=hint: _parse(h, s),
+                           metavar=f.name.upper(), help=_field_help(f, hint))
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One ``--field`` option per field of TrainConfig and ModelConfig (default: preset's)."""
-    for cls, group_name in ((TrainConfig, "training (ebmref.training.TrainConfig)"),
-                            (ModelConfig, "model (mnist.presets.ModelConfig)")):
-        group = parser.add_argument_group(group_name)
-        hints = typing.get_type_hints(cls)
-        for f in dataclasses.fields(cls):
-            hint = hints[f.name]
-            group.add_argument(f"--{f.name}", dest=f"cfg_{f.name}", default=argparse.SUPPRESS,
-                               type=lambda s, h=hint: _parse(h, s),
-                               metavar=f.name.upper(), help=_field_help(f, hint))
+    add_dataclass_arguments(parser, TrainConfig, "training (ebmref.training.TrainConfig)")
+    add_dataclass_arguments(parser, ModelConfig, "model (mnist.presets.ModelConfig)")
 
 
 def resolve(preset: str, overrides: dict | None = None) -> tuple[TrainConfig, ModelConfig]:

@@ -1,0 +1,135 @@
+"""Figures 3, 4, 5 of the paper (chain strips) and a metrics table across presets:
+``python -m mnist.figures --study DIR`` (the layout written by ``mnist/run_section6.py``).
+
+A figure stacks chain strips (:func:`mnist.sample.save_strip` layout: columns = evenly spaced
+frames) of several sample sets, one chain per set, in the paper's order:
+
+* Figure 3 (§6.1, C27): true-CD model from noise; true-CD model from a data point; NLL model
+  from the same data point — same steps and noise.
+* Figure 4 (§6.2.1, C28): NLL model from one start with low noise (short), high noise (short),
+  high noise (long), and high noise (long) from another start.
+* Figure 5 (§6.3, C29): long chains of the elastic model sampled with deformations; the NLL
+  model sampled without; the NLL model sampled with deformations.
+
+Each figure has a caption file (``figN.md``) naming the rows; the table (``metrics.md``) has
+one row per sample set with the headline numbers of :func:`mnist.evaluate.summary_row`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+from torchvision.utils import save_image
+
+from mnist.evaluate import CHAINS_NAME, METRICS_NAME, load_chains, summary_row
+
+# figure name -> list of (sample-set name, chain index, caption)
+FIGURES: dict[str, list[tuple[str, int, str]]] = {
+    "fig3": [("true_cd_noise", 0, "true CD model, chain from noise"),
+             ("true_cd_data", 0, "true CD model, chain from a data point"),
+             ("nll_data", 0, "NLL (IGEBM) model, chain from the same data point")],
+    "fig4": [("nll_data_lownoise_short", 0, "NLL model, low noise, short chain"),
+             ("nll_data_highnoise_short", 0, "NLL model, high noise, short chain"),
+             ("nll_data_highnoise_long", 0, "NLL model, high noise, long chain"),
+             ("nll_data_highnoise_long", 1, "NLL model, high noise, long chain, another start")],
+    "fig5": [("elastic_noise_elastic", 0, "trained and sampled with elastic deformation"),
+             ("nll_noise", 0, "trained and sampled without deformation"),
+             ("nll_noise_elastic", 0, "trained without, sampled with deformation")],
+}
+
+
+def chain_row(trajectory: torch.Tensor, chain: int, n_cols: int = 12) -> torch.Tensor:
+    """(n_cols, 1, 28, 28): evenly spaced frames of one chain."""
+    t = trajectory.shape[0]
+    cols = torch.linspace(0, t - 1, min(n_cols, t)).round().long()
+    return trajectory[cols, chain].float()
+
+
+def make_figure(samples_dir: Path, rows: list[tuple[str, int, str]], out: Path,
+                n_cols: int = 12) -> list[str] | None:
+    """Stack one chain row per entry; rows whose sample set is missing are skipped."""
+    tiles, captions = [], []
+    for name, chain, caption in rows:
+        path = samples_dir / name / CHAINS_NAME
+        if not path.is_file():
+            continue
+        chains = load_chains(samples_dir / name)
+        traj = chains["trajectory"]
+        if chain >= traj.shape[1]:
+            continue
+        tiles.append(chain_row(traj, chain, n_cols))
+        meta = chains["meta"]
+        captions.append(f"{caption} ({name}, chain {chain}: {meta['n_steps']} steps, "
+                        f"noise {meta['noise']}, elastic every {meta['elastic_every']})")
+    if not tiles:
+        return None
+    n = min(t.shape[0] for t in tiles)
+    grid = torch.cat([t[:n] for t in tiles])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid.clamp(0, 1), out, nrow=n, padding=2, pad_value=1.0)
+    lines = [f"Row {i + 1}: {c}" for i, c in enumerate(captions)]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "–" if math.isnan(v) else f"{v:.3g}"
+    return str(v)
+
+
+def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
+    """Markdown table: one row per sample set (sorted by name)."""
+    cols = ["confident", "digit_entropy", "frechet", "switches_per_1k",
+            "confident_switches_per_1k", "energy_gap", "same_digit_as_start", "l2_from_start"]
+    head = ["sample set", "model", "init", "steps", "noise", "elastic every", *cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for d in sorted(p for p in samples_dir.iterdir() if (p / METRICS_NAME).is_file()):
+        m = json.loads((d / METRICS_NAME).read_text())
+        row, s = summary_row(m), m["sampling"]
+        model = Path(s["run"]).name
+        vals = [d.name, model, s["init"], s["n_steps"], s["noise"], s["elastic_every"]]
+        vals += [row.get(c, math.nan) for c in cols]
+        lines.append("| " + " | ".join(_fmt(v) for v in vals) + " |")
+    if reference is not None:
+        vals = ["real held-out digits (reference)", "–", "–", "–", "–", "–",
+                reference["confident_fraction"], reference["digit_entropy"],
+                reference.get("frechet_distance", math.nan)] + [math.nan] * 5
+        lines.append("| " + " | ".join(_fmt(v) for v in vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def make_all(study: Path, out: Path | None = None) -> dict:
+    out = out or study / "figures"
+    samples = study / "samples"
+    made = {}
+    for name, rows in FIGURES.items():
+        lines = make_figure(samples, rows, out / f"{name}.png")
+        if lines:
+            made[name] = lines
+    ref_path = study / "reference_metrics.json"
+    ref = json.loads(ref_path.read_text()) if ref_path.is_file() else None
+    table = metrics_table(samples, ref)
+    (out / "metrics.md").write_text(table)
+    made["metrics.md"] = table
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mnist.figures", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", required=True, help="directory written by run_section6.py")
+    parser.add_argument("--out", default=None, help="default: STUDY/figures")
+    args = parser.parse_args(argv)
+    made = make_all(Path(args.study), Path(args.out) if args.out else None)
+    for k, v in made.items():
+        print(k, v if isinstance(v, str) else "\n  ".join(["", *v]))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

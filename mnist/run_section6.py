@@ -1,0 +1,173 @@
+"""The whole section-6 study in one command (paper §6; claims C27, C28, C29):
+
+    python mnist/run_section6.py --study runs/section6            # one GPU, ~10 min (planned)
+    python mnist/run_section6.py --study /tmp/s6 --tiny           # CPU smoke run, < 1 min
+    python mnist/run_section6.py --study runs/c27 --scale cpu --sets c27   # the CPU C27 run
+
+1. train the presets ``nll``, ``true_cd``, ``elastic``, ``du2020`` (library training loop;
+   an existing run in STUDY/runs/<preset> is resumed/extended, not retrained);
+2. run the chain sets (:data:`SETS`) on them with ``mnist.sample``;
+3. evaluate every set with the digit classifier (``mnist.evaluate``) and the real-digit
+   reference;
+4. draw Figures 3–5 and the metrics table (``mnist.figures``).
+
+Scales: ``gpu`` (full IGEBM net and sampler, chains of 10,000 / 20,000 steps — the step counts
+of the paper's figures; the time split is a plan, not measured here: no GPU was available when
+this was written), ``cpu`` (narrow net, width 16; short training and chains), ``tiny``
+(seconds). ``STUDY/timing.json`` records the wall time of every phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from ebmref.training import CHECKPOINT_NAME  # noqa: E402
+from mnist.data import add_data_arguments, data_from_args  # noqa: E402
+from mnist.evaluate import Evaluator  # noqa: E402
+from mnist.figures import make_all  # noqa: E402
+from mnist.sample import ChainConfig, sample_run  # noqa: E402
+from mnist.train import load_trained, train_preset  # noqa: E402
+
+PRESETS = ("nll", "true_cd", "elastic", "du2020")
+
+# Per scale: training overrides shared by all presets, update counts, chain lengths.
+SCALES = {
+    "gpu": {"train": {"device": "auto", "progress": True},
+            "steps": {"nll": 1000, "true_cd": 1000, "elastic": 1000, "du2020": 600},
+            "short": 200, "long": 10_000, "longest": 20_000, "record_every": 100,
+            "n_chains": 64, "high_noise": 0.05, "classifier_epochs": 8,
+            "classifier_max_images": None},
+    "cpu": {"train": {"device": "cpu", "arch": "igebm_narrow", "width": 16, "batch_size": 64,
+                      "n_steps": 30, "buffer_size": 2000, "lr": 3e-4, "progress": False},
+            "steps": {"nll": 400, "true_cd": 400, "elastic": 400, "du2020": 300},
+            "short": 200, "long": 2000, "longest": 2000, "record_every": 50,
+            "n_chains": 40, "high_noise": 0.05, "classifier_epochs": 8,
+            "classifier_max_images": None},
+    "tiny": {"train": {"device": "cpu", "arch": "igebm_narrow", "width": 4, "batch_size": 8,
+                       "n_steps": 4, "buffer_size": 64, "progress": False, "log_every": 1,
+                       "entropy_reference": 16},
+             "steps": {"nll": 3, "true_cd": 3, "elastic": 3, "du2020": 2},
+             "short": 10, "long": 20, "longest": 20, "record_every": 5,
+             "n_chains": 4, "high_noise": 0.05, "classifier_epochs": 1,
+             "classifier_max_images": 500},
+}
+
+# Chain sets: name -> (model preset, init, length key, noise key, elastic_every)
+SETS = {
+    "true_cd_noise": ("true_cd", "noise", "long", "low", 0),
+    "true_cd_data": ("true_cd", "data", "long", "low", 0),
+    "nll_data": ("nll", "data", "long", "low", 0),
+    "nll_noise": ("nll", "noise", "longest", "low", 0),
+    "nll_data_lownoise_short": ("nll", "data", "short", "low", 0),
+    "nll_data_highnoise_short": ("nll", "data", "short", "high", 0),
+    "nll_data_highnoise_long": ("nll", "data", "long", "high", 0),
+    "elastic_noise_elastic": ("elastic", "noise", "longest", "low", 100),
+    "elastic_noise": ("elastic", "noise", "longest", "low", 0),
+    "nll_noise_elastic": ("nll", "noise", "longest", "low", 100),
+    "du2020_noise": ("du2020", "noise", "long", "low", 0),
+}
+GROUPS = {
+    "c27": ["true_cd_noise", "true_cd_data", "nll_data", "nll_noise"],
+    "c28": ["nll_data_lownoise_short", "nll_data_highnoise_short", "nll_data_highnoise_long"],
+    "c29": ["elastic_noise_elastic", "elastic_noise", "nll_noise", "nll_noise_elastic"],
+    "all": list(SETS),
+}
+
+
+def _trained_steps(run_dir: Path) -> int:
+    if not (run_dir / CHECKPOINT_NAME).is_file():
+        return 0
+    return int(load_trained(run_dir)[1]["step"])
+
+
+def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0) -> dict:
+    s = SCALES[scale]
+    study.mkdir(parents=True, exist_ok=True)
+    timing: dict[str, float] = {}
+    train_data, heldout = data_from_args(data_args, "train"), data_from_args(data_args, "heldout")
+    needed = sorted({SETS[name][0] for name in sets}, key=PRESETS.index)
+
+    for preset in needed:
+        run_dir = study / "runs" / preset
+        want = s["steps"][preset]
+        t0 = time.perf_counter()
+        done = _trained_steps(run_dir)
+        if done < want:
+            overrides = {**s["train"], "steps": want, "seed": seed}
+            print(f"[train] {preset}: steps {done} -> {want}", flush=True)
+            train_preset(preset, run_dir, train_data, overrides, resume=done > 0)
+        timing[f"train/{preset}"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    evaluator = Evaluator(train_data, heldout, study / "classifier.pt",
+                          s["classifier_epochs"], s["classifier_max_images"])
+    ref = evaluator.reference(train_data, n=min(1000, len(train_data)))
+    (study / "reference_metrics.json").write_text(json.dumps(ref, indent=2) + "\n")
+    timing["classifier"] = time.perf_counter() - t0
+
+    device = "cuda" if (torch.cuda.is_available() and scale == "gpu") else "cpu"
+    energies = {}
+    results = {}
+    for name in sets:
+        preset, init, length, noise_key, elastic_every = SETS[name]
+        if preset not in energies:
+            energies[preset] = load_trained(study / "runs" / preset, device)[0]
+        n_steps = s[length]
+        cfg = ChainConfig(init=init, n_chains=s["n_chains"], n_steps=n_steps,
+                          noise=0.005 if noise_key == "low" else s["high_noise"],
+                          elastic_every=elastic_every if elastic_every <= n_steps else n_steps,
+                          record_every=min(s["record_every"], n_steps // 2) or 1,
+                          seed=seed, device=device)
+        t0 = time.perf_counter()
+        print(f"[sample] {name}: {preset} from {init}, {n_steps} steps, noise {cfg.noise}, "
+              f"elastic every {cfg.elastic_every}", flush=True)
+        results[name] = sample_run(study / "runs" / preset, study / "samples" / name, cfg,
+                                   heldout, evaluator, energies[preset])
+        timing[f"sample/{name}"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    made = make_all(study)
+    timing["figures"] = time.perf_counter() - t0
+    (study / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    print(made.get("metrics.md", ""))
+    return {"timing": timing, "results": results, "figures": made}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", required=True, help="output directory")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
+    parser.add_argument("--tiny", action="store_true", help="same as --scale tiny")
+    parser.add_argument("--sets", default="all",
+                        help=f"comma-separated chain sets or groups {sorted(GROUPS)}")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None)
+    add_data_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    scale = "tiny" if args.tiny else args.scale
+    sets: list[str] = []
+    for item in args.sets.split(","):
+        for name in GROUPS.get(item, [item]):
+            if name not in SETS:
+                raise ValueError(f"--sets: unknown chain set {name!r}; allowed "
+                                 f"{sorted(SETS)} or groups {sorted(GROUPS)}")
+            if name not in sets:
+                sets.append(name)
+    run_study(Path(args.study), scale, sets, args, args.seed)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
