@@ -70,6 +70,17 @@ def row_sum(t: Tensor) -> Tensor:
     return flat @ torch.ones(flat.shape[1], dtype=t.dtype, device=t.device)
 
 
+def _chains_first(t: Tensor) -> Tensor:
+    """(d, B) → contiguous (B, d). For a few coordinates, d column copies beat a transposed
+    copy (``t.T.contiguous()``) several times on CPU."""
+    if t.shape[0] > 8:
+        return t.T.contiguous()
+    out = torch.empty(t.shape[1], t.shape[0], dtype=t.dtype, device=t.device)
+    for i in range(t.shape[0]):
+        out[:, i] = t[i]
+    return out
+
+
 def _as_tensor(value, name: str, dtype: torch.dtype | None) -> Tensor:
     t = torch.as_tensor(value, dtype=dtype if dtype is not None else torch.get_default_dtype())
     check_finite(t, name)
@@ -215,8 +226,7 @@ class GaussianMixture(AnalyticEnergy):
             # log Σₖ exp(ℓₖ) = ℓ_max − log r_max, with r_max ≥ 1/K: no under- or overflow.
             top, idx = log_joint.max(0)
             lse = top - torch.log(resp.gather(0, idx[None])[0])
-            grad = (p_diff * resp[:, None, :]).sum(0).T.contiguous()
-            return -lse, grad
+            return -lse, _chains_first((p_diff * resp[:, None, :]).sum(0))
 
     def log_partition(self) -> Tensor:
         return torch.logsumexp(self.logits, 0)
