@@ -5,7 +5,7 @@
 * ``rng``: a ``torch.Generator`` seeded from a stable hash of the test's node id, so every run
   of the suite sees the same numbers. With ``EBMREF_SEED=s`` in the environment the seed is
   derived from (test, s) instead: fresh, still reproducible seeds.
-* ``--seed-sweep N`` (TESTING.md rule 8): collect only the stochastic tests and run each one
+* ``--seed-sweep N`` or ``EBMREF_SEED_SWEEP=N`` (TESTING.md rule 8): collect only the stochastic tests and run each one
   N times in the same process, with sweep seeds 1..N (parametrised ``[seed<k>]``).
   ``python -m verification.seed_sweep`` drives this and tabulates the failures per test.
 * torch runs single-threaded in the suite (``EBMREF_TEST_THREADS`` overrides): the tests are
@@ -27,8 +27,10 @@ SEED_ENV = "EBMREF_SEED"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--seed-sweep", type=int, default=0, metavar="N",
-                     help="run only the stochastic tests, each with fresh seeds 1..N")
+    parser.addoption("--seed-sweep", type=int, metavar="N",
+                     default=int(os.environ.get("EBMREF_SEED_SWEEP", "0") or 0),
+                     help="run only the stochastic tests, each with fresh seeds 1..N "
+                          "(default: $EBMREF_SEED_SWEEP or 0 = off)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
