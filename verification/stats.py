@@ -218,11 +218,17 @@ def z_detectable(standard_error, alpha: float, beta: float = BETA):
 # --------------------------------------------------------------------------- composite checks
 
 
+class UnderpoweredError(Exception):
+    """The test's sample size cannot detect the effect it exists to catch. Deliberately not an
+    AssertionError, so ``pytest.raises(AssertionError)`` around a broken variant cannot be
+    satisfied by a power failure."""
+
+
 def assert_chi2_power(n_chains: int, d: int, alpha_per: float, rel_error: float = 0.05,
                       beta: float = BETA) -> None:
     """Fail unless the χ² test detects a ``rel_error`` covariance error (prob ≥ 1 − β)."""
     if not chi2_variance_power(n_chains, d, rel_error, alpha_per, beta):
-        raise AssertionError(
+        raise UnderpoweredError(
             f"underpowered: {n_chains} chains × d={d} detect only a "
             f"{chi2_detectable_rel_error(n_chains, d, alpha_per, beta):.3%} covariance error at "
             f"level {alpha_per:.2g}, need {rel_error:.1%}")
@@ -254,5 +260,5 @@ def assert_ks_power(n: int, effect: float, alpha_per: float, beta: float = BETA,
     """Fail unless D_min = ε(n, α/m) + ε(n, β) ≤ ``effect`` (TESTING.md rule 4)."""
     d_min = ks_min_detectable(n, alpha_per, beta, n2)
     if d_min > effect:
-        raise AssertionError(f"underpowered: KS with n={n} detects D ≥ {d_min:.4f} at level "
+        raise UnderpoweredError(f"underpowered: KS with n={n} detects D ≥ {d_min:.4f} at level "
                              f"{alpha_per:.2g}, the effect to catch is {effect:.4f}")

@@ -111,3 +111,17 @@ def test_seed_for_is_stable_and_distinct():
     assert seed_for("a::b") == seed_for("a::b") != seed_for("a::c")
     assert 0 <= seed_for("x") < 2**63
     assert seed_for("a") == 5385491284112807882  # fixed across processes and PYTHONHASHSEED
+
+
+def test_power_failures_are_not_assertion_errors():
+    """An underpowered check raises UnderpoweredError, which pytest.raises(AssertionError)
+    around a broken variant does not accept."""
+    from verification.stats import UnderpoweredError, assert_gaussian_law, assert_ks_power
+
+    x = torch.zeros(100, 2, dtype=F64)
+    with pytest.raises(UnderpoweredError):
+        assert_gaussian_law(x, torch.zeros(2, dtype=F64), torch.eye(2, dtype=F64))
+    assert not issubclass(UnderpoweredError, AssertionError)
+    with pytest.raises(UnderpoweredError):
+        assert_ks_power(1000, 0.01, ALPHA)
+    assert_ks_power(1_000_000, 0.01, ALPHA)
