@@ -172,6 +172,8 @@ def chi2_detectable_rel_error(n_chains: int, d: int, alpha: float, beta: float =
     """Smallest |r| such that a covariance scaled by 1 ± r is detected with prob ≥ 1 − β."""
     f = lambda r: min(chi2_power(n_chains, d, 1 + r, alpha),  # noqa: E731
                       chi2_power(n_chains, d, 1 - r, alpha)) - (1 - beta)
+    if f(0.999) < 0:
+        return math.inf  # not even a factor 2 (or 1/1000) is reliably detected
     return float(optimize.brentq(f, 1e-9, 0.999))
 
 
