@@ -179,3 +179,28 @@ def autograd_of(loss_fn, mu: Tensor, scale_tril: Tensor, *args, **kwargs) -> Gra
     th_l = scale_tril.detach().requires_grad_(True)
     with torch.enable_grad():
         return _grad(loss_fn(th_mu, th_l, *args, **kwargs), th_mu, th_l)
+
+
+def truncated_chain_law(mu: Tensor, scale_tril: Tensor, m0: Tensor, c0: Tensor, t: int, k: int,
+                        step_size: float, noise: float | None = None) -> Law:
+    """Law of q_θ^t as seen by back-propagation through only the last k of t ULA steps (§5.4.2):
+    the law after t − k steps is computed at Ω(θ) (detached), then k steps at θ.
+
+    Its θ-derivative is exactly what ``langevin(..., differentiable_steps=k)`` estimates by
+    Monte Carlo (the eq.-1 noise does not depend on θ); k = t gives the full gradient.
+    """
+    check_int_range(t, "t", 1)
+    check_int_range(k, "k", 1, t)
+    with torch.no_grad():
+        m_cut, c_cut = chain_law(mu, scale_tril, m0, c0, t - k, "ula", step_size, noise)
+    return chain_law(mu, scale_tril, m_cut, c_cut, k, "ula", step_size, noise)
+
+
+def truncated_kl_term(mu: Tensor, scale_tril: Tensor, m_d: Tensor, c_d: Tensor, t: int, k: int,
+                      step_size: float, noise: float | None = None) -> Grad:
+    """∂/∂θ KL[q_θ^t ‖ p_Ω(θ)] back-propagated through the last k ULA steps only (k = t: the
+    KL term of §4.2); see :func:`truncated_chain_law`."""
+    def kl(m: Tensor, s: Tensor) -> Tensor:
+        mq, cq = truncated_chain_law(m, s, m_d, c_d, t, k, step_size, noise)
+        return gaussian_kl(mq, cq, m.detach(), covariance(s.detach()))
+    return autograd_of(kl, mu, scale_tril)
