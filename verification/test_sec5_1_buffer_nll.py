@@ -135,10 +135,14 @@ def test_noise_buffer_negatives_follow_the_nll_law_and_true_cd_does_not(rng):
     data = sd_data * torch.randn(5000, 1, generator=rng, dtype=torch.float64) + m_data
     x_nll = run_buffer("noise", rng, data, rounds, reinit_prob=P_REINIT).numpy().ravel()
     x_cd = run_buffer("true_cd", rng, data, rounds, data_fraction=frac).numpy().ravel()
-    assert_pvalues({"nll_vs_q_buffer": stats.kstest(x_nll, nll_cdf).pvalue,
-                    "cd_vs_q_cd": stats.kstest(x_cd, cd_cdf).pvalue}, alpha_nominal)
+    p_ok = {"nll_vs_q_buffer": stats.kstest(x_nll, nll_cdf).pvalue,
+            "cd_vs_q_cd": stats.kstest(x_cd, cd_cdf).pvalue}
+    assert_pvalues(p_ok, alpha_nominal)
+    p_bad = stats.kstest(x_cd, nll_cdf).pvalue
     with pytest.raises(AssertionError):  # broken variant: CD's negatives are not the NLL law
-        assert_pvalues({"cd_vs_q_buffer": stats.kstest(x_cd, nll_cdf).pvalue}, alpha_nominal)
+        assert_pvalues({"cd_vs_q_buffer": p_bad}, alpha_nominal)
+    print(f"KS p: noise buffer vs q_buffer {p_ok['nll_vs_q_buffer']:.3f}, true CD vs q_trueCD "
+          f"{p_ok['cd_vs_q_cd']:.3f}, true CD vs q_buffer {p_bad:.2e}; gap {gap:.3f}")
 
 
 def test_reinitialisation_bias_numbers():
@@ -179,3 +183,5 @@ def test_cd_negatives_depend_on_the_data(rng):
     assert effect > ks_min_detectable(n, alpha_per, n2=n)
     p = stats.ks_2samp(laws[-1.5].numpy().ravel(), laws[1.5].numpy().ravel()).pvalue
     assert p < alpha_per, f"CD negatives from two datasets not distinguished (p={p:.3g})"
+    print(f"CD-2 negatives: means {float(laws[-1.5].mean()):.3f} / {float(laws[1.5].mean()):.3f}"
+          f" (exact ∓{1.5 * c:.3f}), two-sample KS p = {p:.1e}")
