@@ -199,4 +199,4 @@ class ReplayBuffer:
         self.storage = None if storage is None else storage.to(self.device).clone()
         self.ptr = int(state["ptr"])
         self.n_seen = int(state["n_seen"])
-        self._gen.set_state(state["generator"])
+        self._gen.set_state(state["generator"].cpu())  # map_location may have moved it

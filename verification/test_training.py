@@ -372,3 +372,24 @@ def test_cd_init_transitions_and_iterable_data(tmp_path, rng):
     assert res.step == 6 and len(res.buffer) == 128
     res = train(make_energy(), batches, toy_config(8, init="true_cd"), tmp_path, resume=True)
     assert res.step == 8
+
+
+def test_training_moves_a_gaussian_model_toward_the_data():
+    """Wiring check of the whole loop (loss sign, buffer, sampler, optimiser): a Gaussian
+    energy N(μ, s²) started at μ = 0, s = 1, trained by NLL (noise buffer + exact MALA
+    negatives) on data N(2, 0.5²). The expected update direction is (x̄⁻ − x̄⁺)/s² on μ; after
+    80 Adam steps of 0.05, (μ, s) must be near the MLE (2, 0.5) (seen: μ 1.95–2.04, s 0.48–0.58
+    over 4 seeds). Swapping data and samples (the broken sign) would drive μ below 0."""
+    from ebmref.energy import Gaussian
+
+    gen = torch.Generator().manual_seed(0)
+    data = 0.5 * torch.randn(2000, 1, generator=gen) + 2.0
+    energy = Gaussian([0.0], [[1.0]])
+    cfg = toy_config(80, sampler="mala", step_size=0.5, n_steps=5, batch_size=64,
+                     buffer_size=512, noise_low=-3.0, noise_high=3.0, lr=0.05, l2=0.0,
+                     weight_grad_clip=None, log_every=20)
+    res = train(energy, data, cfg)
+    mu, s = float(energy.mu.detach()), float(energy.L.detach().abs())
+    assert abs(mu - 2.0) <= 0.3, mu
+    assert 0.35 <= s <= 0.75, s
+    assert [r["step"] for r in res.history] == [20, 40, 60, 80]
