@@ -296,6 +296,25 @@ def _check_resumable(saved: dict, config: TrainConfig) -> None:
                          f"{RESUMABLE_CHANGES} may change")
 
 
+def _where(last_ckpt: Path | None) -> str:
+    return (f"; last good checkpoint: {last_ckpt}" if last_ckpt is not None
+            else "; no checkpoint written yet")
+
+
+def _check_quantities(step: int, energies, others, max_energy: float,
+                      last_ckpt: Path | None) -> None:
+    """Raise TrainingDiverged for a non-finite quantity or an |energy| above ``max_energy``."""
+    for name, value in energies:
+        if not math.isfinite(value):
+            raise TrainingDiverged(step, name, value, _where(last_ckpt))
+        if value > max_energy:
+            raise TrainingDiverged(step, name, value,
+                                   f" > max_energy={max_energy}{_where(last_ckpt)}")
+    for name, value in others:
+        if not math.isfinite(value):
+            raise TrainingDiverged(step, name, value, _where(last_ckpt))
+
+
 def _jsonable(v):
     return json.loads(json.dumps(v))
 
@@ -349,6 +368,7 @@ def train(
     if source.event_shape is not None:
         buffer = _make_buffer(config, source.event_shape, device, dtype)
     step = 0
+    resumed = False
 
     out = Path(out_dir) if out_dir is not None else None
     ckpt_path = out / CHECKPOINT_NAME if out is not None else None
@@ -366,6 +386,7 @@ def train(
                                           device, dtype)
                 buffer.load_state_dict(state["buffer"])
             step = int(state["step"])
+            resumed = True
             _truncate_metrics(out / METRICS_NAME, step)
         elif not resume:
             (out / METRICS_NAME).unlink(missing_ok=True)
@@ -391,7 +412,7 @@ def train(
     t0 = time.perf_counter()
     start_step = step
     pending: dict | None = None
-    last_ckpt = ckpt_path if (ckpt_path is not None and ckpt_path.exists()) else None
+    last_ckpt = ckpt_path if resumed else None  # a stale file of an earlier run is not "ours"
     while step < config.steps:
         current = step + 1  # 1-based index of the update being computed
         x_pos = source.next(generator)
@@ -453,21 +474,13 @@ def train(
             ]).tolist()
         (abs_pos, abs_neg, x_ok, loss_v, gnorm, mean_pos, mean_neg, loss_c_v, loss_kl_v,
          acc_v) = stats
-        where = (f"; last good checkpoint: {last_ckpt}" if last_ckpt is not None
-                 else "; no checkpoint written yet")
         if x_ok != 1.0:
-            raise TrainingDiverged(current, "samples x⁻ (non-finite entries)", float("nan"), where)
-        for name, value in (("|energy| of data E(x⁺)", abs_pos),
-                            ("|energy| of samples E(x⁻)", abs_neg)):
-            if not math.isfinite(value):
-                raise TrainingDiverged(current, name, value, where)
-            if value > config.max_energy:
-                raise TrainingDiverged(current, name, value,
-                                       f" > max_energy={config.max_energy}{where}")
-        if not math.isfinite(loss_v):
-            raise TrainingDiverged(current, "loss", loss_v, where)
-        if not math.isfinite(gnorm):
-            raise TrainingDiverged(current, "weight-gradient norm", gnorm, where)
+            raise TrainingDiverged(current, "samples x⁻ (non-finite entries)", float("nan"),
+                                   _where(last_ckpt))
+        _check_quantities(current, (("|energy| of data E(x⁺)", abs_pos),
+                                    ("|energy| of samples E(x⁻)", abs_neg)),
+                          (("loss", loss_v), ("weight-gradient norm", gnorm)),
+                          config.max_energy, last_ckpt)
         # θ_{step} (and the state captured with it) just passed the checks: now it is "good".
         if pending is not None:
             last_ckpt = save_checkpoint(pending, ckpt_path)
@@ -496,17 +509,16 @@ def train(
             # so a checkpoint on disk never holds parameters that already diverged.
             pending = snapshot(copy_tensors=True)
     bar.close()
-    if ckpt_path is not None and step > start_step:
+    if step > start_step:
         # Validate the final parameters on the last batches; eval mode so that e.g. spectral
         # norm's power iteration does not advance (resumed runs must match uninterrupted ones).
         energy.eval()
         with torch.no_grad():
             final = torch.stack([energy(x_pos).abs().max(), energy(x_neg).abs().max()]).tolist()
         energy.train()
-        for name, value in zip(("|energy| of data E(x⁺)", "|energy| of samples E(x⁻)"), final):
-            if not (math.isfinite(value) and value <= config.max_energy):
-                where = (f"; last good checkpoint: {last_ckpt}" if last_ckpt is not None
-                         else "; no checkpoint written yet")
-                raise TrainingDiverged(step, f"{name} after the final update", value, where)
-        last_ckpt = save_checkpoint(snapshot(copy_tensors=False), ckpt_path)
+        _check_quantities(step, (("|energy| of data E(x⁺) after the final update", final[0]),
+                                 ("|energy| of samples E(x⁻) after the final update", final[1])),
+                          (), config.max_energy, last_ckpt)
+        if ckpt_path is not None:
+            last_ckpt = save_checkpoint(snapshot(copy_tensors=False), ckpt_path)
     return TrainResult(step=step, history=history, buffer=buffer, checkpoint=last_ckpt)

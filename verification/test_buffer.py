@@ -87,7 +87,7 @@ def test_fifo_overwrites_oldest_in_order():
 
 
 @pytest.mark.stochastic
-def test_reservoir_keeps_a_uniform_sample_of_history():
+def test_reservoir_keeps_a_uniform_sample_of_history(rng):
     """After C initial entries and N pushed labels, every one of the C + N items is in the
     buffer with probability C/(C + N) (reservoir sampling). Per-label binomial tests over R
     independent replicates, Bonferroni over the N labels, α = 1e-6 in total. Power: the test
@@ -98,7 +98,7 @@ def test_reservoir_keeps_a_uniform_sample_of_history():
     alpha_per = ALPHA / n_labels
     assert _binom_power(reps, p_in, 0.0, alpha_per) >= 1 - 1e-3
     assert _binom_power(reps, p_in, 2 * p_in, alpha_per) >= 1 - 1e-3
-    gen = torch.Generator().manual_seed(12345)
+    gen = rng
 
     def inclusion_counts(replacement):
         counts = torch.zeros(n_labels)
