@@ -1,0 +1,172 @@
+"""Software tests of ebmref.objectives: formulas, gradient routing, argument validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from ebmref.energy import Energy, Gaussian
+from ebmref.objectives import (contrastive_loss, cd_k, frozen_energy, kl_loss, sample_for_kl)
+from ebmref.samplers import langevin
+
+DT = torch.float64
+# float() of a loss that still has a graph warns; the values are what is compared here.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
+
+class _BufferedEnergy(Energy):
+    """E(x) = ½ w‖x − c‖² with a learnable w and a buffer c (to check buffers are frozen too)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(1.5, dtype=DT))
+        self.register_buffer("c", torch.tensor([0.5, -0.5], dtype=DT))
+
+    def forward(self, x):
+        return 0.5 * self.w * ((x - self.c) ** 2).sum(-1)
+
+
+def _gauss():
+    return Gaussian(torch.tensor([0.2, -0.1], dtype=DT),
+                    torch.tensor([[1.0, 0.3], [0.3, 0.8]], dtype=DT), dtype=DT)
+
+
+def test_contrastive_loss_formula_and_gradient():
+    e_pos = torch.tensor([1.0, 2.0, 3.0], dtype=DT, requires_grad=True)
+    e_neg = torch.tensor([0.5, -1.0], dtype=DT, requires_grad=True)
+    loss = contrastive_loss(e_pos, e_neg, l2=0.5)
+    expected = 2.0 - (-0.25) + 0.5 * ((1 + 4 + 9) / 3 + (0.25 + 1) / 2)
+    assert float(loss.detach()) == pytest.approx(expected, abs=1e-14)
+    loss.backward()
+    assert torch.allclose(e_pos.grad, (1 + 2 * 0.5 * e_pos.detach()) / 3)
+    assert torch.allclose(e_neg.grad, (-1 + 2 * 0.5 * e_neg.detach()) / 2)
+    assert float(contrastive_loss(e_pos, e_neg)) == pytest.approx(2.25, abs=1e-14)
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
+def test_contrastive_loss_rejects_bad_l2(bad):
+    with pytest.raises(ValueError, match="l2"):
+        contrastive_loss(torch.ones(3), torch.ones(3), l2=bad)
+
+
+def test_contrastive_loss_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="e_pos"):
+        contrastive_loss(torch.ones(3, 1), torch.ones(3))
+    with pytest.raises(ValueError, match="e_neg"):
+        contrastive_loss(torch.ones(3), torch.ones(0))
+
+
+def test_cd_k_equals_contrastive_loss_on_chains_from_data():
+    energy = _gauss()
+    x = energy.sample(64, torch.Generator().manual_seed(3))
+    loss = cd_k(energy, x, 5, 0.1, generator=torch.Generator().manual_seed(7), l2=0.2)
+    x_neg = langevin(energy, x, 5, 0.1, generator=torch.Generator().manual_seed(7)).x
+    ref = contrastive_loss(energy(x), energy(x_neg), 0.2)
+    assert float(loss) == pytest.approx(float(ref), abs=1e-12)
+    g = torch.autograd.grad(loss, energy.mu)[0]
+    g_ref = torch.autograd.grad(ref, energy.mu)[0]
+    assert torch.allclose(g, g_ref, atol=1e-12)
+
+
+def test_cd_k_validation():
+    energy = _gauss()
+    x = torch.zeros(4, 2, dtype=DT)
+    with pytest.raises(ValueError, match="k"):
+        cd_k(energy, x, 0, 0.1, generator=None)
+    with pytest.raises(ValueError, match="differentiable_steps"):
+        cd_k(energy, x, 3, 0.1, generator=None, differentiable_steps=1)
+    with pytest.raises(ValueError, match="step_size"):
+        cd_k(energy, x, 3, -0.1, generator=None)
+
+
+def test_frozen_energy_value_and_gradient_routing():
+    """Same values as the energy; gradient reaches x, never the parameters or buffers; the
+    module's own parameters are left untouched and still trainable afterwards."""
+    energy = _BufferedEnergy()
+    x = torch.tensor([[1.0, 2.0], [0.0, -1.0]], dtype=DT, requires_grad=True)
+    e = frozen_energy(energy, x)
+    assert torch.allclose(e, energy(x).detach())
+    assert e.requires_grad  # a graph through x
+    (gx,) = torch.autograd.grad(e.sum(), x, retain_graph=True)
+    assert torch.allclose(gx, 1.5 * (x.detach() - energy.c))
+    g = torch.autograd.grad(e.sum(), energy.w, allow_unused=True)[0]
+    assert g is None
+    # Broken variant: the plain call does reach the parameter.
+    assert torch.autograd.grad(energy(x).sum(), energy.w)[0] is not None
+    assert energy.w.requires_grad
+
+
+def test_kl_loss_reaches_theta_only_through_the_sampler():
+    """With a frozen energy, ∂/∂θ of the KL loss is the reparametrisation gradient: with zero
+    differentiated steps (x̃ detached) it is refused; with k ≥ 1 it is finite."""
+    energy = _gauss()
+    gen = torch.Generator().manual_seed(0)
+    x0 = energy.sample(32, gen)
+    with pytest.raises(ValueError, match="x_diff"):
+        kl_loss(energy, langevin(energy, x0, 3, 0.1, generator=gen).x)
+    x_diff = sample_for_kl(energy, x0, 3, 1, 0.1, generator=gen)
+    g = torch.autograd.grad(kl_loss(energy, x_diff), (energy.mu, energy.scale_tril))
+    assert all(torch.isfinite(t).all() for t in g)
+    with torch.no_grad():  # evaluation without a graph is allowed (logging)
+        kl_loss(energy, x0)
+
+
+def test_kl_loss_signs_and_entropy_terms():
+    energy = _gauss()
+    gen = torch.Generator().manual_seed(1)
+    x_diff = sample_for_kl(energy, energy.sample(50, gen), 4, 2, 0.1, generator=gen)
+    ref = energy.sample(30, gen)
+    from ebmref.entropy import kozachenko_leonenko, nearest_neighbour_surrogate
+    e = float(frozen_energy(energy, x_diff).mean())
+    du = kl_loss(energy, x_diff, sign="du2020", entropy_weight=0.3, reference=ref)
+    assert float(du) == pytest.approx(e - 0.3 * float(nearest_neighbour_surrogate(x_diff, ref)),
+                                      abs=1e-12)
+    cd = kl_loss(energy, x_diff, sign="cd", entropy_weight=0.3, reference=ref)
+    assert float(cd) == pytest.approx(-float(du), abs=1e-12)
+    kl = kl_loss(energy, x_diff, entropy_weight=1.0, entropy="kl", k=3)
+    assert float(kl) == pytest.approx(e - float(kozachenko_leonenko(x_diff, k=3)), abs=1e-12)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"sign": "minus"}, "sign"),
+    ({"entropy": "knn"}, "entropy"),
+    ({"entropy_weight": -1.0}, "entropy_weight"),
+    ({"k": 0, "entropy": "kl"}, "k"),
+    ({"k": 2, "entropy": "nn"}, "k"),
+])
+def test_kl_loss_validation(kwargs, name):
+    energy = _gauss()
+    gen = torch.Generator().manual_seed(2)
+    x_diff = sample_for_kl(energy, energy.sample(8, gen), 2, 1, 0.1, generator=gen)
+    with pytest.raises(ValueError, match=name):
+        kl_loss(energy, x_diff, **kwargs)
+
+
+def test_kl_loss_reference_too_small():
+    energy = _gauss()
+    gen = torch.Generator().manual_seed(2)
+    x_diff = sample_for_kl(energy, energy.sample(8, gen), 2, 1, 0.1, generator=gen)
+    with pytest.raises(ValueError, match="reference"):
+        kl_loss(energy, x_diff, entropy_weight=1.0, entropy="kl", k=5, reference=x_diff[:3])
+    with pytest.raises(ValueError, match="x"):
+        kl_loss(energy, x_diff[:3], entropy_weight=1.0, entropy="kl", k=3)
+
+
+def test_sample_for_kl_validation_and_graph_depth():
+    energy = _gauss()
+    x0 = torch.zeros(4, 2, dtype=DT)
+    with pytest.raises(ValueError, match="k"):
+        sample_for_kl(energy, x0, 3, 4, 0.1, generator=None)
+    with pytest.raises(ValueError, match="k"):
+        sample_for_kl(energy, x0, 3, 0, 0.1, generator=None)
+    with pytest.raises(ValueError, match="n_steps"):
+        sample_for_kl(energy, x0, 0, 1, 0.1, generator=None)
+    with pytest.raises(ValueError, match="differentiable_steps"):
+        sample_for_kl(energy, x0, 3, 1, 0.1, generator=None, differentiable_steps=2)
+    # Same noise, different k: identical states, different gradients (k = 1 vs k = 3).
+    xs = [sample_for_kl(energy, x0, 3, k, 0.1, generator=torch.Generator().manual_seed(5))
+          for k in (1, 3)]
+    assert torch.allclose(xs[0], xs[1], atol=1e-14)
+    g1, g3 = (torch.autograd.grad(x.sum(), energy.mu)[0] for x in xs)
+    assert not torch.allclose(g1, g3)
