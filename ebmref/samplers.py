@@ -112,7 +112,7 @@ def langevin(
         keep_graph = t >= first_graph_step
         if not keep_graph:
             x = x.detach()
-        _, g = energy.energy_and_grad(x, create_graph=keep_graph)
+        g = energy.grad(x, create_graph=keep_graph)  # ULA needs ∇ₓE only
         if grad_clip is not None:
             g = g.clamp(-grad_clip, grad_clip)
         if keep_graph:
