@@ -87,7 +87,9 @@ class TrainConfig:
         grad_clip_x: clip each entry of ∇ₓE (IGEBM: 0.01); clamp: (low, high) box for x.
     Objectives (§3, §5.4):
         l2 (energy-magnitude penalty), kl_weight, kl_sign (``"du2020"`` | ``"cd"``), kl_steps
-        (differentiated sampler steps), entropy_weight, entropy_estimator (``"nn"`` | ``"kl"``),
+        (differentiated sampler steps), kl_chains (0: the KL loss uses every chain; k > 0: the
+        last kl_steps are rerun with a graph on the first k chains only, as Du et al. 2020 do
+        with 32, to save memory), entropy_weight, entropy_estimator (``"nn"`` | ``"kl"``),
         entropy_reference (buffer samples the entropy is measured against).
     Optimiser (§8.4): lr, betas (β₁ = 0), weight_grad_clip (max ℓ2 norm of ∇_θ; ``None``: off).
     Transitions (§5.3.2): transition_on_read applies ``train(transition=...)`` to chain starts;
@@ -118,6 +120,7 @@ class TrainConfig:
     kl_weight: float = 0.0
     kl_sign: str = "du2020"
     kl_steps: int = 1
+    kl_chains: int = 0
     entropy_weight: float = 0.0
     entropy_estimator: str = "nn"
     entropy_reference: int = 100
@@ -182,6 +185,11 @@ class TrainConfig:
         check_nonnegative(self.kl_weight, "kl_weight")
         check_choice(self.kl_sign, "kl_sign", KL_SIGNS)
         check_int_range(self.kl_steps, "kl_steps", 1, self.n_steps)
+        check_int_range(self.kl_chains, "kl_chains", 0, self.batch_size)
+        if self.kl_chains and self.transition_every:
+            raise ValueError(f"kl_chains: the split sampler run does not support transitions "
+                             f"every N steps, got kl_chains={self.kl_chains} with "
+                             f"transition_every={self.transition_every}")
         if self.kl_weight > 0 and self.sampler != "ula":
             raise ValueError(f"kl_weight: the KL loss differentiates ULA steps; needs sampler="
                              f"'ula', got kl_weight={self.kl_weight} with sampler={self.sampler!r}")
@@ -429,18 +437,32 @@ def train(
             x0 = transition(x0, generator)
 
         # Sampler: the last kl_steps ULA steps keep their graph when the KL loss is on (§5.4.2).
-        diff_steps = config.kl_steps if config.kl_weight > 0 else 0
         acceptance = None
-        if config.sampler == "ula":
-            out_s = langevin(energy, x0, config.n_steps, config.step_size, config.noise,
-                             generator=generator, grad_clip=config.grad_clip_x,
-                             clamp=config.clamp, differentiable_steps=diff_steps,
-                             transition=transition if config.transition_every else None,
-                             transition_every=config.transition_every)
-        else:
+        x_diff = None
+        if config.sampler == "mala":
             out_s = mala(energy, x0, config.n_steps, config.step_size, generator=generator)
-            acceptance = out_s.acceptance
-        x_neg = out_s.x.detach()
+            acceptance, x_neg = out_s.acceptance, out_s.x.detach()
+        else:
+            ula = {"generator": generator, "grad_clip": config.grad_clip_x, "clamp": config.clamp,
+                   "transition": transition if config.transition_every else None,
+                   "transition_every": config.transition_every}
+            kl_on = config.kl_weight > 0
+            if kl_on and 0 < config.kl_chains < config.batch_size:
+                # Du et al. (2020): all chains detached; the last kl_steps rerun with a graph
+                # on a subset of chains only (fresh noise), which bounds the memory.
+                x_mid = langevin(energy, x0, config.n_steps - config.kl_steps,
+                                 config.step_size, config.noise, **ula).x
+                x_neg = langevin(energy, x_mid, config.kl_steps, config.step_size,
+                                 config.noise, **ula).x
+                x_diff = langevin(energy, x_mid[:config.kl_chains], config.kl_steps,
+                                  config.step_size, config.noise,
+                                  differentiable_steps=config.kl_steps, **ula).x
+            else:
+                out_x = langevin(energy, x0, config.n_steps, config.step_size, config.noise,
+                                 differentiable_steps=config.kl_steps if kl_on else 0,
+                                 **ula).x
+                x_neg = out_x.detach()
+                x_diff = out_x if kl_on else None
         # The entropy reference is drawn from past chain ends, before x⁻ joins the buffer
         # (a point is not its own nearest neighbour).
         reference = None
@@ -455,7 +477,7 @@ def train(
         loss = loss_c
         loss_kl = torch.zeros((), device=device, dtype=dtype)
         if config.kl_weight > 0:
-            loss_kl = kl_loss(energy, out_s.x, sign=config.kl_sign,
+            loss_kl = kl_loss(energy, x_diff, sign=config.kl_sign,
                               entropy_weight=config.entropy_weight, reference=reference,
                               entropy=config.entropy_estimator)
             loss = loss + config.kl_weight * loss_kl
