@@ -164,11 +164,13 @@ def mala(
         xi = _noise(x, generator)
         y = torch.add(x, g_x, alpha=-0.5 * step_size).add_(xi, alpha=sqrt_step)
         e_y, g_y = energy.energy_and_grad(y)
-        # log q(x|y) − log q(y|x) (mala_log_proposal) in one pass: y − x + (λ/2)∇E(x) = √λ ξ,
-        # so log q(y|x) = −‖ξ‖²/2; back = x − y + (λ/2)∇E(y) gives log q(x|y) = −‖back‖²/(2λ).
-        back = torch.sub(x, y).add_(g_y, alpha=0.5 * step_size)
-        log_ratio = back.square_().mul_(-1.0 / step_size).addcmul_(xi, xi)
-        log_alpha = (e_x - e_y).add_(row_sum(log_ratio), alpha=0.5)
+        # log q(x|y) − log q(y|x) of mala_log_proposal without forming x − y: with
+        # y − x + (λ/2)∇E(x) = √λ ξ and s = ∇E(x) + ∇E(y), c = √λ/2,
+        #   log q(y|x) = −‖ξ‖²/2,  log q(x|y) = −‖ξ − c s‖²/2,  difference = c s·(ξ − (c/2) s).
+        c = 0.5 * sqrt_step
+        s = torch.add(g_x, g_y)
+        log_ratio = torch.add(xi, s, alpha=-0.5 * c).mul_(s)
+        log_alpha = (e_x - e_y).add_(row_sum(log_ratio), alpha=c)
         u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
         accept = torch.log(u) < log_alpha  # NaN proposals compare False: rejected
         # A materialised mask: CPU torch.where with a broadcast (B, 1) mask is ~2x slower.

@@ -1,0 +1,44 @@
+"""Wall time of the verification suite (``pytest verification/``, default selection: not slow).
+
+    python benchmarks/test_suite_time.py            # prints a one-row table
+    python benchmarks/test_suite_time.py -- -m slow # extra pytest arguments after --
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine_info, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    cmd = [sys.executable, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider",
+           *extra]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)",
+                                                     tail)}
+    print("## Verification suite wall time\n")
+    print(f"Machine: {machine_info()}\n")
+    print(markdown_table(["command", "wall time (s)", "passed", "failed", "skipped"],
+                         [[" ".join(["pytest verification/", *extra]), f"{wall:.1f}",
+                           str(counts.get("passed", 0)), str(counts.get("failed", 0)),
+                           str(counts.get("skipped", 0))]]))
+    print(f"\npytest: {tail}")
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
