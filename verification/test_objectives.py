@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ebmref.energy import Energy, Gaussian
-from ebmref.objectives import (contrastive_loss, cd_k, frozen_energy, kl_loss, sample_for_kl)
+from ebmref.objectives import cd_k, contrastive_loss, frozen_energy, kl_loss, sample_for_kl
 from ebmref.samplers import langevin
 
 DT = torch.float64

@@ -10,7 +10,6 @@ C30  "the stationary distribution of the chains is p_data" — what the argument
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -22,8 +21,13 @@ from ebmref.analytic import gaussian_entropy, gaussian_kl
 from ebmref.energy import Gaussian
 from ebmref.objectives import contrastive_loss, kl_loss, sample_for_kl
 from ebmref.samplers import langevin, ornstein_uhlenbeck
-from verification.cd_theory_helpers import (DT, batch_mean_pvalues, flat_grad, gaussian_setup,
-                                            t_test_power)
+from verification.cd_theory_helpers import (
+    DT,
+    batch_mean_pvalues,
+    flat_grad,
+    gaussian_setup,
+    t_test_power,
+)
 from verification.stats import assert_gaussian_law, assert_pvalues, whitened_gaussian_pvalues
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
@@ -125,7 +129,7 @@ def test_c13_ula_cd_negative_at_data_and_zero_away_from_it():
     λ = 0.5, t = 10): L_CD(data) = −4.63e-3, zero at σ* ≈ 1.06 (σ_data = 1)."""
     m_d, c_d = torch.zeros(1, dtype=DT), torch.ones(1, 1, dtype=DT)
     step, t = 0.5, 10
-    l_cd = lambda s: float(gcd.cd_loss(m_d, torch.tensor([[s]], dtype=DT), m_d, c_d,  # noqa: E731
+    l_cd = lambda s: float(gcd.cd_loss(m_d, torch.tensor([[s]], dtype=DT), m_d, c_d,
                                        t, "ula", step))
     at_data = l_cd(1.0)
     assert abs(at_data + _ula_kl_1d(step, t)) < 1e-12

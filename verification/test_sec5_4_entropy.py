@@ -82,7 +82,7 @@ def test_c25_du_surrogate_is_kl_estimator_up_to_constant_and_factor_d(d, rng):
                       - torch.special.digamma(torch.tensor(1.0, dtype=DT)))
         h = kozachenko_leonenko(x, k=1, reference=r)
         assert abs(float(h) - (const + log_unit_ball_volume(d) + d * float(s))) < 1e-12
-    paper = lambda pts: math.log(len(pts)) + float(nearest_neighbour_surrogate(pts))  # noqa
+    paper = lambda pts: math.log(len(pts)) + float(nearest_neighbour_surrogate(pts))
     delta_true = d * math.log(2.0)
     assert abs(float(kozachenko_leonenko(2 * x) - kozachenko_leonenko(x)) - delta_true) < 1e-12
     delta_paper = paper(2 * x) - paper(x)

@@ -9,6 +9,7 @@ C24  back-propagating through the last k of K steps versus all K steps (closed f
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -21,8 +22,13 @@ from ebmref.analytic import gaussian_entropy, gaussian_kl
 from ebmref.energy import Gaussian
 from ebmref.entropy import kozachenko_leonenko, log_unit_ball_volume
 from ebmref.objectives import kl_loss, sample_for_kl
-from verification.cd_theory_helpers import (DT, batch_mean_pvalues, flat_grad, gaussian_setup,
-                                            t_test_power)
+from verification.cd_theory_helpers import (
+    DT,
+    batch_mean_pvalues,
+    flat_grad,
+    gaussian_setup,
+    t_test_power,
+)
 from verification.stats import assert_pvalues
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
@@ -93,7 +99,7 @@ def test_c23_published_sign_minimises_the_kl_closed_form():
     assert not torch.allclose(g_cd_total, cd_star + g_du, atol=1e-3, rtol=0)  # broken: du2020
     # A small step against the du2020 gradient lowers KL[q_θ ‖ p_Ω] (Ω fixed at θ₀).
     eps = 1e-3
-    kl = lambda m, s: float(gaussian_kl(*gcd.chain_law(m, s, m_d, c_d, T, "ula", STEP),  # noqa
+    kl = lambda m, s: float(gaussian_kl(*gcd.chain_law(m, s, m_d, c_d, T, "ula", STEP),
                                         mu, gcd.covariance(scale_tril)))
     g_mu, g_l = gcd.autograd_of(_du2020_closed_form, mu, scale_tril, m_d, c_d)
     assert kl(mu - eps * g_mu, scale_tril - eps * g_l) < kl(mu, scale_tril)
@@ -208,7 +214,7 @@ def test_c24_truncated_backprop_error_closed_form():
     for step, err in errors.items():
         assert err[K] < 1e-12
         seq = [err[k] for k in KS]
-        assert all(a > b for a, b in zip(seq, seq[1:])), (step, seq)
+        assert all(a > b for a, b in itertools.pairwise(seq)), (step, seq)
     assert errors[1.0][1] < 0.1
     assert errors[0.1][1] > 0.8 and errors[0.1][10] > 0.3
     # A 'claim holds everywhere' assertion (k = 1 within 10 %) fails at small steps.
