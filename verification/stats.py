@@ -174,7 +174,7 @@ def chi2_variance_power(n_chains: int, d: int, rel_error: float, alpha: float,
 
 def chi2_detectable_rel_error(n_chains: int, d: int, alpha: float, beta: float = BETA) -> float:
     """Smallest |r| such that a covariance scaled by 1 ± r is detected with prob ≥ 1 − β."""
-    f = lambda r: min(chi2_power(n_chains, d, 1 + r, alpha),  # noqa: E731
+    f = lambda r: min(chi2_power(n_chains, d, 1 + r, alpha),
                       chi2_power(n_chains, d, 1 - r, alpha)) - (1 - beta)
     if f(0.999) < 0:
         return math.inf  # not even a factor 2 (or 1/1000) is reliably detected

@@ -123,11 +123,11 @@ def test_quadrature_error_estimate_bounds_the_true_error():
 
 
 @pytest.mark.parametrize("kwargs,arg", [
-    (dict(bounds=((0.0, 1.0),) * 3), "bounds"),
-    (dict(bounds=((1.0, 0.0),)), "bounds"),
-    (dict(bounds=((0.0, math.inf),)), "bounds"),
-    (dict(bounds=((0.0, 1.0),), n_points=10), "n_points"),
-    (dict(bounds=((0.0, 1.0),), n_points=7), "n_points"),
+    ({"bounds": ((0.0, 1.0),) * 3}, "bounds"),
+    ({"bounds": ((1.0, 0.0),)}, "bounds"),
+    ({"bounds": ((0.0, math.inf),)}, "bounds"),
+    ({"bounds": ((0.0, 1.0),), "n_points": 10}, "n_points"),
+    ({"bounds": ((0.0, 1.0),), "n_points": 7}, "n_points"),
 ])
 def test_quadrature_bad_arguments(kwargs, arg):
     with pytest.raises(ValueError, match=rf"^{re.escape(arg)}:"):

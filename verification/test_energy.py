@@ -177,8 +177,8 @@ def test_double_well_sample_is_exact(rng):
     """DoubleWell.sample vs the exact CDF (KS, α = 1e-6); power for a 5 % variance error."""
     dw = DoubleWell(2.0, 0.3, dtype=F64)
     n = 80_000
-    cdf = lambda t: dw.cdf(torch.as_tensor(t, dtype=F64)).numpy()  # noqa: E731
-    dens = lambda t: math.exp(-(2.0 * (t * t - 1) ** 2 + 0.3 * t))  # noqa: E731
+    cdf = lambda t: dw.cdf(torch.as_tensor(t, dtype=F64)).numpy()
+    dens = lambda t: math.exp(-(2.0 * (t * t - 1) ** 2 + 0.3 * t))
     mean = integrate.quad(lambda t: t * dens(t), -6, 6)[0] / integrate.quad(dens, -6, 6)[0]
     assert_ks_power(n, dilation_ks_distance(cdf, mean, -4.0, 4.0), ALPHA)
     assert_pvalues([ks_pvalue(dw.sample(n, rng), dw.cdf)], ALPHA)
@@ -197,7 +197,7 @@ def test_mixture_sample_is_exact(rng):
     L = torch.tril(gm.scale_trils.detach())
     sd = torch.sqrt((L @ L.mT)[:, 0, 0]).numpy()
     m = gm.means.detach()[:, 0].numpy()
-    cdf = lambda t: (w * stats.norm.cdf((np.asarray(t)[..., None] - m) / sd)).sum(-1)  # noqa
+    cdf = lambda t: (w * stats.norm.cdf((np.asarray(t)[..., None] - m) / sd)).sum(-1)
     centre = float(w @ m)
     assert_ks_power(n, dilation_ks_distance(cdf, centre, -10, 10), ALPHA / 2)
     p_ks = ks_pvalue(x[:, 0].numpy(), cdf)

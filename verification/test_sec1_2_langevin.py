@@ -311,7 +311,7 @@ N_DW, DW_STEP = 80_000, 0.15
 
 def _double_well_conservation(kernel, rng) -> None:
     dw = DoubleWell(2.0, 0.0, dtype=F64)
-    cdf = lambda t: dw.cdf(torch.as_tensor(t, dtype=F64)).numpy()  # noqa: E731
+    cdf = lambda t: dw.cdf(torch.as_tensor(t, dtype=F64)).numpy()
     assert_ks_power(N_DW, dilation_ks_distance(cdf, 0.0, -3.0, 3.0), ALPHA)
     x = kernel(dw, dw.sample(N_DW, rng), rng)
     assert_pvalues([ks_pvalue(x, dw.cdf)], ALPHA)

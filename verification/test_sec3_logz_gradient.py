@@ -122,11 +122,11 @@ def test_c8_double_well_grad_log_z_finite_difference():
     """C8 on the double well (no closed-form log Z): ∂log Z/∂a = −E_p[(x² − 1)²] and
     ∂log Z/∂b = −E_p[x], finite differences of the quadrature log Z vs quadrature moments."""
     a, b, h = 2.0, 0.5, 1e-4
-    lz = lambda a_, b_: float(DoubleWell(a_, b_, dtype=F64).log_partition())  # noqa: E731
+    lz = lambda a_, b_: float(DoubleWell(a_, b_, dtype=F64).log_partition())
     d_a = (lz(a + h, b) - lz(a - h, b)) / (2 * h)
     d_b = (lz(a, b + h) - lz(a, b - h)) / (2 * h)
     z = math.exp(lz(a, b))
-    dens = lambda t: math.exp(-(a * (t * t - 1) ** 2 + b * t)) / z  # noqa: E731
+    dens = lambda t: math.exp(-(a * (t * t - 1) ** 2 + b * t)) / z
     m_a = integrate.quad(lambda t: dens(t) * (t * t - 1) ** 2, -6, 6, epsabs=1e-13, limit=200)[0]
     m_b = integrate.quad(lambda t: dens(t) * t, -6, 6, epsabs=1e-13, limit=200)[0]
     assert abs(d_a + m_a) < 1e-6 and abs(d_b + m_b) < 1e-6
