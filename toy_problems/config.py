@@ -30,26 +30,27 @@ class ToyConfig:
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
     seeds: int = 3
-    steps: int = 400
-    batch_size: int = 256
+    steps: int = 250
+    batch_size: int = 128
     n_steps: int = 10
     step_size: float = 0.02
     hidden: int = 64
     depth: int = 3
-    lr: float = 3e-3
+    lr: float = 1e-2
+    beta1: float = 0.9
     l2: float = 0.1
     buffer_size: int = 1000
     n_train: int = 5000
     n_test: int = 5000
-    eval_chains: int = 256
-    eval_steps: int = 500
+    eval_chains: int = 200
+    eval_steps: int = 200
     grid_points_2d: int = 201
     grid_points_1d: int = 2001
     kl_bins: int = 20
     funnel_targets: list[str] = field(default_factory=lambda: ["bimodal_1d", "two_modes"])
     funnel_temperatures: list[float] = field(
-        default_factory=lambda: [0.0025, 0.05, 0.2, 0.5, 1.0, 2.0])
-    funnel_steps: int = 1000
+        default_factory=lambda: [0.0025, 0.05, 0.25, 1.0, 2.0])
+    funnel_steps: int = 600
     threads: int = 1
     quick: bool = False
 
@@ -73,6 +74,8 @@ class ToyConfig:
         check_int_range(self.kl_bins, "kl_bins", 2)
         for name in ("step_size", "lr"):
             check_positive(getattr(self, name), name)
+        if not (isinstance(self.beta1, float) and 0.0 <= self.beta1 < 1.0):
+            raise ValueError(f"beta1: must be a number in [0, 1), got {self.beta1!r}")
         for name in ("grid_points_2d", "grid_points_1d"):
             n = getattr(self, name)
             if not (isinstance(n, int) and n >= 5 and (n - 1) % 4 == 0):
@@ -83,7 +86,8 @@ class ToyConfig:
     def budget(self) -> Budget:
         return Budget(steps=self.steps, batch_size=self.batch_size, n_steps=self.n_steps,
                       step_size=self.step_size, hidden=self.hidden, depth=self.depth,
-                      lr=self.lr, l2=self.l2, buffer_size=self.buffer_size)
+                      lr=self.lr, beta1=self.beta1, l2=self.l2,
+                      buffer_size=self.buffer_size)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -91,11 +95,11 @@ class ToyConfig:
 
 def quick_overrides() -> dict:
     """The CI smoke version (< 60 s): tiny budget, one seed, fewer methods and targets."""
-    return dict(targets=list(QUICK_TARGETS), methods=list(QUICK_METHODS), seeds=1, steps=40,
-                batch_size=64, buffer_size=256, n_train=1000, n_test=1000, eval_chains=64,
-                eval_steps=100, grid_points_2d=101, grid_points_1d=401,
-                funnel_targets=["bimodal_1d"], funnel_temperatures=[0.05, 1.0],
-                funnel_steps=100, out="runs/toy_quick")
+    return {"targets": list(QUICK_TARGETS), "methods": list(QUICK_METHODS), "seeds": 1, "steps": 40,
+                "batch_size": 64, "buffer_size": 256, "n_train": 1000, "n_test": 1000, "eval_chains": 64,
+                "eval_steps": 60, "grid_points_2d": 101, "grid_points_1d": 401,
+                "funnel_targets": ["bimodal_1d"], "funnel_temperatures": [0.05, 1.0],
+                "funnel_steps": 100, "out": "runs/toy_quick"}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,12 +8,12 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-from toy_problems.experiment import RunArtefacts  # noqa: E402
-from toy_problems.targets import Target  # noqa: E402
+from toy_problems.experiment import RunArtefacts
+from toy_problems.targets import Target
 
 DPI = 60
 PANEL = 1.7  # inches per panel
@@ -68,8 +68,9 @@ def landscapes(target: Target, arts: dict[str, RunArtefacts], path: Path) -> Non
         for j, m in enumerate(methods, start=1):
             g = arts[m].grid
             p = torch.exp(-g.energy - g.log_z).numpy()
-            axes[0, j].imshow(_img(p, n), origin="lower", extent=extent, vmin=0, vmax=vmax,
-                              cmap="magma")
+            # Each panel on its own scale: a blurred model would be invisible on the data's.
+            axes[0, j].imshow(_img(p, n), origin="lower", extent=extent, vmin=0,
+                              vmax=float(p.max()), cmap="magma")
             axes[0, j].set_title(m, fontsize=8)
             e = g.energy.numpy()
             axes[1, j].imshow(_img(np.minimum(e - e.min(), ENERGY_CAP), n), origin="lower",
@@ -79,7 +80,8 @@ def landscapes(target: Target, arts: dict[str, RunArtefacts], path: Path) -> Non
         for ax in axes.ravel():
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.suptitle(f"{target.name}: learned vs true density (top) and energy (bottom), seed 0",
+    fig.suptitle(f"{target.name}: learned vs true density (top, each on its own colour scale) "
+                 f"and energy (bottom), seed 0",
                  fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
@@ -138,7 +140,7 @@ def funnel(rows: list[dict], path: Path) -> None:
         rs = [r for r in rows if r["target"] == t]
         temps = sorted({r["temperature"] for r in rs})
 
-        def stat(key):
+        def stat(key, rs=rs, temps=temps):
             vals = [[r[key] for r in rs if r["temperature"] == T] for T in temps]
             return (np.array([np.mean(v) for v in vals]),
                     np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals]))

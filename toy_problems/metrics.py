@@ -22,7 +22,7 @@ from toy_problems.targets import Target
 
 
 def as_float64_energy(energy: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
-    """Wrap a float32 network so that quadrature can feed it float64 grid points."""
+    """Wrap a network (any dtype) so that quadrature can feed it float64 grid points."""
     dtype = next(iter(getattr(energy, "parameters", lambda: iter([torch.zeros(())]))())).dtype
 
     def f(x: Tensor) -> Tensor:

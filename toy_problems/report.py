@@ -112,8 +112,8 @@ def claims_section(summary: dict, funnel_rows: list[dict], targets: Sequence[str
             others = ", ".join(f"{m} {fmt(_cell(summary, t, m, 'frac_noise_in_modes'), 2)}"
                                for m in methods if m != "nll"
                                and _cell(summary, t, m, "frac_noise_in_modes"))
-            c7.append((t, ok, f"{t}: nll {fmt(c, 2)} of noise chains end in a data mode "
-                              f"(others: {others})"))
+            c7.append((t, ok, (f"{t}: nll {fmt(c, 2)} of noise chains end in a data mode "
+                              f"(others: {others})")))
     block("C7", "chains from noise descend to data-like points",
           "fraction of T = 1 ULA chains from uniform noise that end in a data mode is ≥ 0.9 "
           "for the NLL-trained model (exact samples of p_data: 0.99)", c7, 1)
