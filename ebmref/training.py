@@ -93,7 +93,8 @@ class TrainConfig:
         entropy_reference (buffer samples the entropy is measured against).
     Optimiser (§8.4): lr, betas (β₁ = 0), weight_grad_clip (max ℓ2 norm of ∇_θ; ``None``: off).
     Transitions (§5.3.2): transition_on_read applies ``train(transition=...)`` to chain starts;
-        transition_every=N applies it every N sampler steps (0: never).
+        transition_every=N applies it every N sampler steps (0: never); with ``clamp`` set, the
+        transition's output is clamped to the box too.
     Run: steps, batch_size, seed, device (``"auto"``: cuda if available), dtype, log_every,
         ckpt_every (0: only at the end), max_energy (divergence threshold on |E|), progress.
     """
@@ -304,6 +305,16 @@ def _check_resumable(saved: dict, config: TrainConfig) -> None:
                          f"{RESUMABLE_CHANGES} may change")
 
 
+class _Clamped:
+    """transition followed by clamping to the (low, high) box."""
+
+    def __init__(self, transition, clamp: tuple[float, float]):
+        self.transition, self.clamp = transition, clamp
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self.transition(x, generator).clamp(self.clamp[0], self.clamp[1])
+
+
 def _where(last_ckpt: Path | None) -> str:
     return (f"; last good checkpoint: {last_ckpt}" if last_ckpt is not None
             else "; no checkpoint written yet")
@@ -367,6 +378,11 @@ def train(
         raise ValueError("resume: needs out_dir, got out_dir=None")
     device, dtype = config.resolved_device(), DTYPES[config.dtype]
     source = _DataSource(data, config.batch_size, device, dtype)
+    recorded_transition = repr(transition)
+    if transition is not None and config.clamp is not None:
+        # Chain states live in the clamp box; a transition (e.g. a cubic-spline elastic
+        # deformation, which overshoots) must not carry them out of it.
+        transition = _Clamped(transition, config.clamp)
     energy.to(device=device, dtype=dtype)
     energy.train()
 
@@ -399,7 +415,7 @@ def train(
         elif not resume:
             (out / METRICS_NAME).unlink(missing_ok=True)
         record_config = {**config.to_dict(), "resolved_device": str(device),
-                         "transition": repr(transition), "energy": type(energy).__name__}
+                         "transition": recorded_transition, "energy": type(energy).__name__}
         (out / CONFIG_NAME).write_text(json.dumps(record_config, indent=2) + "\n")
 
     def snapshot(copy_tensors: bool) -> dict:

@@ -399,3 +399,40 @@ def test_training_moves_a_gaussian_model_toward_the_data():
     assert abs(mu - 2.0) <= 0.3, mu
     assert 0.35 <= s <= 0.75, s
     assert [r["step"] for r in res.history] == [20, 40, 60, 80]
+
+
+@pytest.mark.parametrize("kind", ["elastic-every-2-steps", "augment-on-read"])
+def test_image_run_with_transitions_resumes_bitwise(tmp_path, kind):
+    """Du-style image settings (decoupled step 10 / noise 0.005, gradient clip 0.01, clamp to
+    [0, 1]) on a small spectrally normalised IGEBM (8×8 images) with an elastic deformation
+    every 2 sampler steps or torchvision augmentation on buffer reads: 4 steps in one go equal
+    2 + resume + 2 bit for bit (the transitions draw all randomness from the run's generator)."""
+    from ebmref.nets import IGEBMEnergy
+    from ebmref.transitions import Augment, ElasticDeform
+
+    gen = torch.Generator().manual_seed(0)
+    data = torch.rand(32, 1, 8, 8, generator=gen)
+    if kind.startswith("elastic"):
+        transition, extra = ElasticDeform(sigma=0.5, points=3), {"transition_every": 2}
+    else:
+        transition, extra = Augment(crop_scale=(0.6, 1.0), blur_sigma=(0.1, 0.5)), \
+            {"transition_on_read": True}
+    cfg = lambda steps: TrainConfig(
+        steps=steps, batch_size=4, buffer_size=16, n_steps=4, step_size=10.0, noise=0.005,
+        grad_clip_x=0.01, clamp=(0.0, 1.0), lr=1e-4, log_every=1, ckpt_every=1,
+        progress=False, device="cpu", **extra)
+
+    def model():
+        torch.manual_seed(1)
+        return IGEBMEnergy(spectral_norm=True, image_size=8)
+
+    one = model()
+    r1 = train(one, data, cfg(4), tmp_path / "one", transition=transition)
+    train(model(), data, cfg(2), tmp_path / "two", transition=transition)
+    two = model()
+    r2 = train(two, data, cfg(4), tmp_path / "two", resume=True, transition=transition)
+    assert _same_state(one, two)
+    assert torch.equal(r1.buffer.storage, r2.buffer.storage)
+    assert ((r1.buffer.storage >= 0) & (r1.buffer.storage <= 1)).all()
+    cfg_json = json.loads((tmp_path / "one" / "config.json").read_text())
+    assert type(transition).__name__ in cfg_json["transition"]
