@@ -143,6 +143,7 @@ def test_c13_ula_cd_negative_at_data_and_zero_away_from_it():
         == pytest.approx(0.0, abs=1e-14)
 
 
+@pytest.mark.stochastic
 def test_c30_chains_converge_to_p_theta_not_p_data(rng):
     """C30: the chains' stationary law is p_θ, not p_data. Closed form: KL[q^t ‖ p_θ] → 0 and
     KL[q^t ‖ p_data] → KL[p_θ ‖ p_data] > 0. Library: 32000 exact-OU chains from the data, long
