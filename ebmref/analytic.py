@@ -41,7 +41,7 @@ def ula_stationary_covariance(precision: Tensor, step_size: float,
     a, s2 = langevin_coefficients(step_size, noise)
     eye = torch.eye(precision.shape[-1], dtype=precision.dtype)
     A = eye - a * precision
-    rho = float(torch.linalg.eigvalsh(_sym(A)).abs().max())
+    rho = float(torch.linalg.eigvalsh(_sym(A.detach())).abs().max())
     if rho >= 1.0:
         raise ValueError(f"step_size: {step_size} makes ULA unstable (spectral radius of "
                          f"I − aP is {rho:.3g} ≥ 1)")

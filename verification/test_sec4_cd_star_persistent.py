@@ -19,8 +19,6 @@ from ebmref import gaussian_cd as gcd
 from ebmref.analytic import gaussian_kl
 from verification.cd_theory_helpers import DT, gaussian_setup
 
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
-
 T, STEP = 5, 0.2
 _, _, M_D, C_D = gaussian_setup(1)
 

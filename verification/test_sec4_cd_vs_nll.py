@@ -30,8 +30,6 @@ from verification.cd_theory_helpers import (
 )
 from verification.stats import assert_gaussian_law, assert_pvalues, whitened_gaussian_pvalues
 
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
-
 
 def _random_thetas(n: int, d: int, gen: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out = []

@@ -31,8 +31,6 @@ from verification.cd_theory_helpers import (
 )
 from verification.stats import assert_pvalues
 
-pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
-
 T, STEP = 5, 0.2
 
 
