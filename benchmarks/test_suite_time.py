@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
-    cmd = [sys.executable, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider",
+    # The project's environment runs its tests (the benchmark env may lack pytest).
+    venv = ROOT / ".venv" / "bin" / "python"
+    python = str(venv) if venv.exists() else sys.executable
+    cmd = [python, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider",
            *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
