@@ -253,9 +253,11 @@ def gather_buffer_states(state: dict | None) -> tuple[dict | None, list[dict | N
 
 
 def buffer_state_for_rank(merged: dict | None, shards: list[dict | None] | None,
-                          ctx: DistContext, seed: int) -> dict | None:
+                          ctx: DistContext, seed: int,
+                          device: str | torch.device = "cpu") -> dict | None:
     """The buffer state rank ``ctx.rank`` resumes from: its own saved shard when the world size
-    is unchanged, else its slice of the merged buffer (reseeded generator, FIFO from slot 0)."""
+    is unchanged, else its slice of the merged buffer (FIFO from slot 0, and the buffer's own
+    generator, on ``device`` like the buffer, reseeded from (seed, rank))."""
     if merged is None:
         return None
     if shards is None:  # written by a single process: it is its own only shard
@@ -271,7 +273,8 @@ def buffer_state_for_rank(merged: dict | None, shards: list[dict | None] | None,
     part["n_seen"] = max(sizes[ctx.rank], int(merged["n_seen"]) * sizes[ctx.rank]
                          // int(merged["capacity"]))
     part["ptr"] = 0
-    part["generator"] = torch.Generator().manual_seed(rank_seed(seed, ctx.rank)).get_state()
+    part["generator"] = torch.Generator(device=device).manual_seed(
+        rank_seed(seed, ctx.rank)).get_state()
     return part
 
 
