@@ -96,7 +96,7 @@ def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
         vals += [row.get(c, math.nan) for c in cols]
         lines.append("| " + " | ".join(_fmt(v) for v in vals) + " |")
     if reference is not None:
-        vals = ["real held-out digits (reference)", "–", "–", "–", "–", "–",
+        vals = [f"real digits (reference, n={reference['n']})", "–", "–", "–", "–", "–",
                 reference["confident_fraction"], reference["digit_entropy"],
                 reference.get("frechet_distance", math.nan)] + [math.nan] * 5
         lines.append("| " + " | ".join(_fmt(v) for v in vals) + " |")

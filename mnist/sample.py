@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -126,16 +127,22 @@ def save_strip(trajectory: Tensor, path: Path, n_rows: int = 8, n_cols: int = 10
 
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, cfg: ChainConfig, data: MNISTData,
-               evaluator: Evaluator | None = None, energy: Energy | None = None) -> dict:
-    """Run chains on a trained run, save frames/strips and (with an evaluator) metrics."""
+               evaluator: Evaluator | None = None, energy: Energy | None = None,
+               model_step: int | None = None) -> dict:
+    """Run chains on a trained run, save frames/strips and (with an evaluator) metrics.
+    ``energy``/``model_step``: an already loaded model of ``run_dir`` and its update count."""
     from mnist.train import load_trained
 
     if energy is None:
-        energy, _ = load_trained(run_dir, cfg.resolved_device())
+        energy, info = load_trained(run_dir, cfg.resolved_device())
+        model_step = info["step"]
+    t0 = time.perf_counter()
     traj, labels = run_chains(energy, cfg, data)
+    seconds = time.perf_counter() - t0
     out = Path(out_dir)
-    meta = {**dataclasses.asdict(cfg), "run": str(run_dir), "data_source": data.source,
-            "resolved_device": str(cfg.resolved_device())}
+    meta = {**dataclasses.asdict(cfg), "run": str(run_dir), "model_step": model_step,
+            "data_source": data.source, "resolved_device": str(cfg.resolved_device()),
+            "sampling_seconds": seconds}
     save_chains(out, traj, meta, labels)
     save_strip(traj, out / "strip.png")
     save_image(traj[-1][:64].clamp(0, 1), out / "final.png", nrow=8, padding=2, pad_value=1.0)
