@@ -12,6 +12,7 @@ from ebmref.samplers import langevin
 
 DT = torch.float64
 # float() of a loss that still has a graph warns; the values are what is compared here.
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 
 class _BufferedEnergy(Energy):
