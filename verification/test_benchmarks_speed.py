@@ -93,3 +93,28 @@ def test_sampler_benchmark_runs_and_prints_ratios():
     nums = [float(c) for r in rows[2:] for c in r.strip("|").split("|")[4:] if
             c.strip() not in ("", "–", "n/a")]
     assert nums and all(math.isfinite(v) and v > 0 for v in nums)
+
+
+@pytest.mark.parametrize("d", [1, 2, 5, 8, 9, 20])
+def test_small_matmul_and_row_sum_equal_the_plain_ops(d):
+    from ebmref.energy import row_sum, small_matmul
+    g = torch.Generator().manual_seed(d)
+    a = torch.randn(300, d, generator=g, dtype=torch.float64)
+    m = torch.randn(d, d, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(small_matmul(a, m), a @ m, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(row_sum(a), a.sum(-1), rtol=1e-13, atol=1e-13)
+    x = torch.randn(4, 3, 5, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(row_sum(x), x.sum((1, 2)), rtol=1e-13, atol=1e-13)
+
+
+def test_gaussian_grad_only_path_equals_autograd():
+    from ebmref.energy import Gaussian
+    g = torch.Generator().manual_seed(3)
+    a = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    gauss = Gaussian(torch.randn(3, generator=g, dtype=torch.float64),
+                     a @ a.T + 0.5 * torch.eye(3, dtype=torch.float64), dtype=torch.float64)
+    x = 4.0 * torch.randn(100, 3, generator=g, dtype=torch.float64)
+    _, g_auto = Energy.energy_and_grad(gauss, x)
+    torch.testing.assert_close(gauss.grad(x), g_auto, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gauss.energy_and_grad(x)[1], g_auto, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(gauss.energy_and_grad(x)[0], gauss(x), rtol=1e-10, atol=1e-10)
