@@ -111,6 +111,7 @@ def summary_row(metrics: dict) -> dict:
     """The headline numbers of one metrics.json (for tables)."""
     f, t = metrics["final"], metrics["trajectory"]
     row = {"confident": f["confident_fraction"], "digit_entropy": f["digit_entropy"],
+           "confident_digit_entropy": f.get("confident_digit_entropy", math.nan),
            "frechet": f.get("frechet_distance", math.nan),
            "switches_per_1k": t["switches_per_1k"],
            "confident_switches_per_1k": t["confident_switches_per_1k"]}

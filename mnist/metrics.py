@@ -6,7 +6,8 @@ With a digit classifier c (``mnist.classifier``):
   ("looks like a digit");
 * ``digit_entropy``: entropy (nats) of the histogram of predicted digits over samples; log 10 ≈
   2.303 when all digits are equally frequent, ≈ 0 when every chain ends on the same digit
-  (the funnel of §6.2.1, claim C28);
+  (the funnel of §6.2.1, claim C28); ``confident_digit_entropy`` counts only samples classified
+  with confidence > 0.9 (noise images get arbitrary labels and would fake a funnel);
 * ``switches_per_1k``: changes of the predicted digit along a chain per 1,000 sampler steps
   (mixing between modes, §6.3, claim C29); ``confident_switches_per_1k`` counts only changes
   between frames classified with confidence > 0.9, so pixel noise on an ambiguous image does not
@@ -123,12 +124,17 @@ def sample_metrics(classifier: torch.nn.Module, samples: Tensor,
                    heldout_features: Tensor | None = None) -> dict:
     """Classifier metrics of a set of final samples (N, 1, 28, 28)."""
     probs, feats = classify(classifier, samples)
+    conf = probs.max(-1).values > CONFIDENCE
     out = {
         "n": int(samples.shape[0]),
         "confident_fraction": confident_fraction(probs),
         "digit_entropy": digit_entropy(probs),
         "digit_entropy_uniform": math.log(10.0),
         "digit_histogram": digit_histogram(probs),
+        # the funnel (C28) is about clear digits: the same entropy over confident samples only,
+        # so that noise images (which a classifier maps to arbitrary classes) do not count
+        "confident_digit_entropy": (digit_entropy(probs[conf]) if conf.any() else math.nan),
+        "confident_digit_histogram": digit_histogram(probs[conf]),
         "mean_confidence": float(probs.max(-1).values.mean()),
     }
     if heldout_features is not None and samples.shape[0] >= 2:

@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from ebmref.training import CHECKPOINT_NAME  # noqa: E402
 from mnist.data import add_data_arguments, data_from_args  # noqa: E402
-from mnist.evaluate import Evaluator  # noqa: E402
+from mnist.evaluate import Evaluator, evaluate_sample_dir  # noqa: E402
 from mnist.figures import make_all  # noqa: E402
 from mnist.sample import ChainConfig, sample_run  # noqa: E402
 from mnist.train import load_trained, train_preset  # noqa: E402
@@ -139,8 +139,10 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
             same = all(prev["sampling"].get(k) == v for k, v in
                        json.loads(json.dumps(dataclasses.asdict(cfg))).items())
             if same and prev["sampling"].get("model_step") == energies[preset][1]:
-                print(f"[sample] {name}: kept (same config and model step)", flush=True)
-                results[name] = prev
+                print(f"[sample] {name}: chains kept (same config and model step), "
+                      "re-evaluated", flush=True)
+                results[name] = evaluate_sample_dir(evaluator, study / "samples" / name,
+                                                    energies[preset][0])
                 continue
         t0 = time.perf_counter()
         print(f"[sample] {name}: {preset} from {init}, {n_steps} steps, noise {cfg.noise}, "

@@ -69,3 +69,14 @@ def test_switches_per_thousand_steps():
     assert switches_per_1k(traj2, 100) == pytest.approx(2 / 2 * 1000 / 400)
     with pytest.raises(ValueError, match="steps_per_frame"):
         switches_per_1k(traj, 0)
+
+
+def test_confident_digit_entropy_ignores_noise_images():
+    from mnist.classifier import DigitClassifier
+    from mnist.metrics import sample_metrics
+
+    torch.manual_seed(0)
+    m = sample_metrics(DigitClassifier(), torch.rand(8, 1, 28, 28))
+    # an untrained classifier is never confident: no confident samples, entropy undefined
+    assert m["confident_fraction"] == 0.0 and math.isnan(m["confident_digit_entropy"])
+    assert sum(m["confident_digit_histogram"]) == 0 and sum(m["digit_histogram"]) == 8
