@@ -63,7 +63,8 @@ SCALES = {
              "classifier_max_images": 500},
 }
 
-# Chain sets: name -> (model preset, init, length key, noise key, elastic_every)
+# Chain sets: name -> (model preset, init, length key, noise ("low" = 0.005, "high" = the
+# scale's high_noise, or a number), elastic_every)
 SETS = {
     "true_cd_noise": ("true_cd", "noise", "long", "low", 0),
     "true_cd_data": ("true_cd", "data", "long", "low", 0),
@@ -72,6 +73,8 @@ SETS = {
     "nll_data_lownoise_short": ("nll", "data", "short", "low", 0),
     "nll_data_highnoise_short": ("nll", "data", "short", "high", 0),
     "nll_data_highnoise_long": ("nll", "data", "long", "high", 0),
+    "nll_data_noise0.02_long": ("nll", "data", "long", 0.02, 0),
+    "nll_data_noise0.1_long": ("nll", "data", "long", 0.1, 0),
     "elastic_noise_elastic": ("elastic", "noise", "longest", "low", 100),
     "elastic_noise": ("elastic", "noise", "longest", "low", 0),
     "nll_noise_elastic": ("nll", "noise", "longest", "low", 100),
@@ -79,7 +82,8 @@ SETS = {
 }
 GROUPS = {
     "c27": ["true_cd_noise", "true_cd_data", "nll_data", "nll_noise"],
-    "c28": ["nll_data_lownoise_short", "nll_data_highnoise_short", "nll_data_highnoise_long"],
+    "c28": ["nll_data_lownoise_short", "nll_data_highnoise_short", "nll_data_highnoise_long",
+            "nll_data_noise0.02_long", "nll_data_noise0.1_long"],
     "c29": ["elastic_noise_elastic", "elastic_noise", "nll_noise", "nll_noise_elastic"],
     "all": list(SETS),
 }
@@ -129,7 +133,7 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
             energies[preset] = (energy, info["step"])
         n_steps = s[length]
         cfg = ChainConfig(init=init, n_chains=s["n_chains"], n_steps=n_steps,
-                          noise=0.005 if noise_key == "low" else s["high_noise"],
+                          noise={"low": 0.005, "high": s["high_noise"]}.get(noise_key, noise_key),
                           elastic_every=elastic_every if elastic_every <= n_steps else n_steps,
                           record_every=min(s["record_every"], n_steps // 2) or 1,
                           seed=seed, device=device)

@@ -119,3 +119,31 @@ def test_command_line_maps_onto_the_dataclasses():
                   "steps": 7, "arch": "igebm_narrow"}
     with pytest.raises(SystemExit):
         p.parse_args(["--betas", "0.1"])
+
+
+def test_every_study_scale_resolves_to_valid_configs():
+    """run_section6's GPU/CPU plans cannot run here in full; their configs must at least be
+    valid TrainConfig/ModelConfig/ChainConfig objects for every preset and chain set."""
+    from mnist.run_section6 import GROUPS, PRESETS as STUDY_PRESETS, SCALES, SETS
+
+    for scale, s in SCALES.items():
+        for preset in STUDY_PRESETS:
+            cfg, model = resolve(preset, {**s["train"], "steps": s["steps"][preset]})
+            assert cfg.steps == s["steps"][preset]
+        for name, (preset, init, length, noise, every) in SETS.items():
+            n = s[length]
+            ChainConfig(init=init, n_chains=s["n_chains"], n_steps=n,
+                        record_every=min(s["record_every"], n // 2) or 1,
+                        elastic_every=min(every, n))
+    assert set(GROUPS["all"]) == set(SETS)
+
+
+def test_run_section6_tiny_study(tmp_path):
+    """The one-command study runs end to end on CPU with --tiny (~10 s)."""
+    from mnist.run_section6 import main as study_main
+
+    assert study_main(["--study", str(tmp_path), "--tiny"]) == 0
+    assert (tmp_path / "figures" / "fig3.png").is_file()
+    assert (tmp_path / "figures" / "fig5.png").is_file()
+    table = (tmp_path / "figures" / "metrics.md").read_text()
+    assert "true_cd_noise" in table and "elastic_noise_elastic" in table
