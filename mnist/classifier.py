@@ -43,7 +43,7 @@ class DigitClassifier(nn.Module):
 def _random_shift(x: Tensor, generator: torch.Generator, max_shift: int = 2) -> Tensor:
     """Shift each image by up to ±max_shift pixels (zero fill): cheap augmentation."""
     pad = F.pad(x, (max_shift,) * 4)
-    b, _, h, w = x.shape
+    h, w = x.shape[-2:]
     off = torch.randint(0, 2 * max_shift + 1, (2,), generator=generator)
     return pad[:, :, off[0]:off[0] + h, off[1]:off[1] + w]
 

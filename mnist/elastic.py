@@ -42,7 +42,7 @@ class GridElasticDeform:
 
     def warp(self, x: Tensor, disp: Tensor) -> Tensor:
         """out(p) = x(p + disp(p)) by bilinear interpolation, border pixels repeated."""
-        b, _, h, w = x.shape
+        h, w = x.shape[-2:]
         rows = torch.arange(h, device=x.device, dtype=x.dtype).view(1, h, 1)
         cols = torch.arange(w, device=x.device, dtype=x.dtype).view(1, 1, w)
         r, c = rows + disp[:, 0], cols + disp[:, 1]

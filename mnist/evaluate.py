@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mnist.classifier import load_or_train_classifier
-from mnist.data import MNISTData, add_data_arguments, data_from_args, load_mnist
+from mnist.data import MNISTData, add_data_arguments, data_from_args
 from mnist.metrics import classify, mean_energy, sample_metrics, trajectory_metrics
 
 CHAINS_NAME = "chains.pt"
@@ -152,6 +152,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-__all__ = ["Evaluator", "evaluate_sample_dir", "save_chains", "load_chains", "summary_row",
-           "load_mnist"]

@@ -29,14 +29,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from ebmref.training import CHECKPOINT_NAME  # noqa: E402
-from mnist.data import add_data_arguments, data_from_args  # noqa: E402
-from mnist.evaluate import Evaluator, evaluate_sample_dir  # noqa: E402
-from mnist.figures import make_all  # noqa: E402
-from mnist.sample import ChainConfig, sample_run  # noqa: E402
-from mnist.train import load_trained, train_preset  # noqa: E402
+from ebmref.training import CHECKPOINT_NAME
+from mnist.data import add_data_arguments, data_from_args
+from mnist.evaluate import Evaluator, evaluate_sample_dir
+from mnist.figures import make_all
+from mnist.sample import ChainConfig, sample_run
+from mnist.train import load_trained, train_preset
 
 PRESETS = ("nll", "true_cd", "elastic", "du2020")
 
@@ -134,7 +134,7 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
         n_steps = s[length]
         cfg = ChainConfig(init=init, n_chains=s["n_chains"], n_steps=n_steps,
                           noise={"low": 0.005, "high": s["high_noise"]}.get(noise_key, noise_key),
-                          elastic_every=elastic_every if elastic_every <= n_steps else n_steps,
+                          elastic_every=min(elastic_every, n_steps),
                           record_every=min(s["record_every"], n_steps // 2) or 1,
                           seed=seed, device=device)
         done_path = study / "samples" / name / "metrics.json"

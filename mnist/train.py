@@ -20,7 +20,7 @@ import torch
 
 from ebmref.checkpoint import load_checkpoint
 from ebmref.energy import Energy
-from ebmref.training import CHECKPOINT_NAME, TrainConfig, TrainResult, train
+from ebmref.training import CHECKPOINT_NAME, TrainResult, train
 from mnist.data import MNISTData, add_data_arguments, data_from_args, load_mnist
 from mnist.presets import PRESETS, ModelConfig, add_config_arguments, overrides_from_args, resolve
 
@@ -105,5 +105,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     raise SystemExit(main())
 
-
-__all__ = ["train_preset", "load_trained", "TrainConfig", "main"]

