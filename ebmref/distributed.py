@@ -31,6 +31,7 @@ Averaging the gradients after ``backward`` is what DDP computes, without those c
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -110,6 +111,7 @@ def init_from_env(backend: str | None = None) -> DistContext:
     if backend == "nccl":
         torch.cuda.set_device(local_rank)
     dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    atexit.register(shutdown)  # we opened the group: close it when the process ends
     return DistContext(rank, world, local_rank, backend)
 
 
