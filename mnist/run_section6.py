@@ -56,7 +56,7 @@ SCALES = {
             "classifier_max_images": None},
     "tiny": {"train": {"device": "cpu", "arch": "igebm_narrow", "width": 4, "batch_size": 8,
                        "n_steps": 4, "buffer_size": 64, "progress": False, "log_every": 1,
-                       "entropy_reference": 16},
+                       "entropy_reference": 16, "kl_chains": 4},
              "steps": {"nll": 3, "true_cd": 3, "elastic": 3, "du2020": 2},
              "short": 10, "long": 20, "longest": 20, "record_every": 5,
              "n_chains": 4, "high_noise": 0.05, "classifier_epochs": 1,

@@ -93,7 +93,7 @@ def test_presets_and_overrides():
     assert cd.init == "true_cd" and cd.data_fraction == 0.1 and cd.kl_weight == 0
     du, dm = resolve("du2020")
     assert (du.kl_sign, du.kl_weight, du.entropy_weight, du.transition_on_read) == \
-        ("du2020", 1.0, 0.3, True) and dm.transition == "augment"
+        ("du2020", 1.0, 0.3, True) and dm.transition == "augment" and du.kl_chains == 32
     assert resolve("kl_cd_sign")[0].kl_sign == "cd"
     el, em = resolve("elastic")
     assert el.transition_on_read and em.transition == "elastic"
