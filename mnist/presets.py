@@ -34,9 +34,8 @@ import typing
 from dataclasses import dataclass
 
 from ebmref.training import TrainConfig
-from ebmref.transitions import Augment
+from ebmref.transitions import Augment, GridElasticDeform
 from ebmref.validation import check_choice, check_int_range, check_nonnegative
-from mnist.elastic import GridElasticDeform
 from mnist.models import ARCHS, build_energy
 
 TRANSITIONS = ("none", "elastic", "elastic_cpu", "augment")
@@ -48,7 +47,7 @@ class ModelConfig:
 
     arch: ``"igebm"`` (the paper's net), ``"igebm_narrow"`` (same topology, ``width`` channels),
         ``"multiscale_narrow"`` (sum over 28/14/7 resolutions, §5.2.1).
-    transition: ``"elastic"`` (batched grid_sample on the run's device, :mod:`mnist.elastic`),
+    transition: ``"elastic"`` (batched grid_sample on the run's device, :class:`ebmref.transitions.GridElasticDeform`),
         ``"elastic_cpu"`` (``ebmref.transitions.ElasticDeform``, elasticdeform on the CPU),
         ``"augment"`` (random crops, ``ebmref.transitions.Augment``) or ``"none"``.
     elastic_sigma / elastic_points: displacement std (pixels) and control grid size.

@@ -4,7 +4,7 @@
 Chains use the library sampler (:func:`ebmref.samplers.langevin`, Du's decoupled step
 x ← clamp(x − α·clip(∇ₓE) + σξ, 0, 1)) from uniform noise or from held-out digits (chain j
 starts on a digit j mod 10), at any noise level σ, optionally with an elastic deformation every
-``elastic_every`` steps (§6.3; batched on the chains' device, :mod:`mnist.elastic`). Every
+``elastic_every`` steps (§6.3; batched on the chains' device, :class:`ebmref.transitions.GridElasticDeform`). Every
 ``record_every`` steps a frame is kept. Writes ``chains.pt`` (frames, float16), ``strip.png``
 (rows = chains, columns = evenly spaced frames, like the paper's figures), ``final.png`` and
 ``metrics.json`` (:mod:`mnist.evaluate`).
@@ -29,9 +29,9 @@ from torchvision.utils import save_image
 
 from ebmref.energy import Energy
 from ebmref.samplers import langevin
+from ebmref.transitions import GridElasticDeform
 from ebmref.validation import check_choice, check_int_range, check_nonnegative, check_positive
 from mnist.data import MNISTData, add_data_arguments, data_from_args
-from mnist.elastic import GridElasticDeform
 from mnist.evaluate import Evaluator, evaluate_sample_dir, save_chains, summary_row
 from mnist.presets import add_dataclass_arguments, overrides_from_args
 

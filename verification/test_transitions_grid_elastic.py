@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mnist.elastic import GridElasticDeform
+from ebmref.transitions import GridElasticDeform
 
 
 def _image(seed=0):
