@@ -109,9 +109,10 @@ def write_report(out: Path, cfg: ToyConfig, summary: dict, references: dict, cla
         "step and MALA only with the NLL buffer (nll_du, nll_mala): the sampler question is "
         "asked once, on the objective where it matters, to fit the time budget. "),
         "",
-        ("**Metrics** (all from the trained model's exact log Z_θ by Simpson quadrature on a "
-        f"{cfg.grid_points_2d}² grid in 2-D, {cfg.grid_points_1d} points in 1-D, over a box "
-        "covering the data ± a margin): *NLL gap* = test NLL of p_θ − test NLL of p_data on "
+        ("**Metrics** (all from the trained model's exact log Z_θ by Simpson quadrature with "
+        f"the spacing of a {cfg.grid_points_2d}² grid (2-D) / {cfg.grid_points_1d} points (1-D) "
+        "on the data's box, over that box widened "
+        f"{cfg.grid_expand}× — a learned energy may hold mass beyond the data): *NLL gap* = test NLL of p_θ − test NLL of p_data on "
         f"{cfg.n_test} test points, an unbiased estimate of KL[p_data‖p_θ]; *mass off "
         "support* = p_θ mass outside the region holding 99.9 % of p_data (balls of Mahalanobis "
         "radius r₉₉.₉ around mixture components; the black squares of the checkerboard); "
@@ -140,7 +141,7 @@ def write_report(out: Path, cfg: ToyConfig, summary: dict, references: dict, cla
     if kl_bias:
         lines += [(f"Estimator floors: the KL histogram estimate of exact draws of p_θ gives "
                   f"{min(kl_bias):.3f}–{max(kl_bias):.3f} nats (its bias at this sample size); "
-                  f"log Z quadrature error ≤ {max(qerr):.1e}; mass outside the box "
+                  f"log Z quadrature error ≤ {max(qerr):.1e}; mass beyond the quadrature box "
                   f"(log Z on a box twice as wide minus log Z) ≤ {max(leak):.1e} nats."), ""]
     lines += ["![headline metrics](summary.png)", "", "## Claims measured here", "",
               claims_md, ""]

@@ -47,6 +47,7 @@ class ToyConfig:
     grid_points_2d: int = 201
     grid_points_1d: int = 2001
     kl_bins: int = 20
+    grid_expand: int = 2  # quadrature box = data box widened this many times (same spacing)
     funnel_targets: list[str] = field(default_factory=lambda: ["bimodal_1d", "two_modes"])
     funnel_temperatures: list[float] = field(
         default_factory=lambda: [0.0025, 0.05, 0.25, 1.0, 2.0])
@@ -72,6 +73,7 @@ class ToyConfig:
         check_int_range(self.n_train, "n_train", self.batch_size)
         check_int_range(self.n_test, "n_test", self.eval_chains)
         check_int_range(self.kl_bins, "kl_bins", 2)
+        check_int_range(self.grid_expand, "grid_expand", 1)
         for name in ("step_size", "lr"):
             check_positive(getattr(self, name), name)
         if not (isinstance(self.beta1, float) and 0.0 <= self.beta1 < 1.0):

@@ -102,7 +102,7 @@ def run_one(target_name: str, method_name: str, seed: int, cfg: ToyConfig,
     t1, c1 = time.perf_counter(), time.process_time()
     g = torch.Generator().manual_seed(10_000 + seed)
 
-    grid = M.density_grid(energy, target.bounds, grid_points(target, cfg))
+    grid = M.density_grid(energy, target.bounds, grid_points(target, cfg), cfg.grid_expand)
     nll = M.heldout_nll(energy, test_x, grid.log_z)
     h = M.data_nll(target, test_x)
     record.update(heldout_nll=nll, data_nll=h, nll_gap=nll - h, log_z=grid.log_z,
@@ -121,8 +121,9 @@ def run_one(target_name: str, method_name: str, seed: int, cfg: ToyConfig,
                   switches_per_1000=M.mode_switches_per_1000(labels[:, n:]))
 
     q = negatives(result, energy, train_x, budget, tcfg, g)
-    record.update(kl_q=M.histogram_kl(q, grid, cfg.kl_bins),
-                  kl_bias=M.histogram_kl(M.sample_grid(grid, q.shape[0], g), grid, cfg.kl_bins),
+    kl_bias = M.histogram_kl(M.sample_grid(grid, q.shape[0], g), grid, cfg.kl_bins,
+                             target.bounds)
+    record.update(kl_q=M.histogram_kl(q, grid, cfg.kl_bins, target.bounds), kl_bias=kl_bias,
                   eval_s=time.perf_counter() - t1, eval_cpu_s=time.process_time() - c1)
 
     artefacts = None
@@ -142,7 +143,7 @@ def funnel(energy: Energy, target: Target, cfg: ToyConfig, seed: int) -> list[di
     of largest true weight, against that mode's true weight and against the weight the tempered
     law p_θ^{1/T} (the stationary law at T) gives it, computed exactly on the grid."""
     g = torch.Generator().manual_seed(20_000 + seed)
-    grid = M.density_grid(energy, target.bounds, grid_points(target, cfg))
+    grid = M.density_grid(energy, target.bounds, grid_points(target, cfg), cfg.grid_expand)
     heavy = int(torch.argmax(target.mode_weights))
     alpha = cfg.step_size / 2
     x0 = uniform_box(target, cfg.eval_chains, g).to(next(energy.parameters()).dtype)
@@ -173,7 +174,8 @@ def reference_row(target_name: str, cfg: ToyConfig) -> dict:
            "frac_noise_in_modes": M.fraction_in_modes(x, target),
            "frac_data_in_modes": M.fraction_in_modes(x, target), "mode_weight_error": 0.0}
     if hasattr(target, "mixture"):
-        grid = M.density_grid(target.mixture, target.bounds, grid_points(target, cfg))
+        grid = M.density_grid(target.mixture, target.bounds, grid_points(target, cfg),
+                                cfg.grid_expand)
         row["mass_outside"] = M.mass_outside_support(grid, target)
     else:
         row["mass_outside"] = 0.0

@@ -53,11 +53,12 @@ def landscapes(target: Target, arts: dict[str, RunArtefacts], path: Path) -> Non
         axes[0].legend(fontsize=5, ncol=2)
         for ax in axes:
             ax.tick_params(labelsize=6)
+            ax.set_xlim(*target.bounds[0])
     else:
         cols = len(methods) + 1
         fig, axes = plt.subplots(2, cols, figsize=(cols * PANEL, 2 * PANEL), dpi=DPI,
                                  squeeze=False)
-        extent = [*target.bounds[0], *target.bounds[1]]
+        extent = [*g0.bounds[0], *g0.bounds[1]]  # the quadrature box; shown: the data box
         vmax = float(np.quantile(true_p, 0.999)) * 1.5
         axes[0, 0].imshow(_img(true_p, n), origin="lower", extent=extent, vmin=0, vmax=vmax,
                           cmap="magma")
@@ -78,6 +79,8 @@ def landscapes(target: Target, arts: dict[str, RunArtefacts], path: Path) -> Non
         axes[0, 0].set_ylabel("p_θ", fontsize=8)
         axes[1, 0].set_ylabel(f"E_θ − min (cap {ENERGY_CAP:g})", fontsize=7)
         for ax in axes.ravel():
+            ax.set_xlim(*target.bounds[0])
+            ax.set_ylim(*target.bounds[1])
             ax.set_xticks([])
             ax.set_yticks([])
     fig.suptitle(f"{target.name}: learned vs true density (top, each on its own colour scale) "
@@ -103,7 +106,7 @@ def chains(target: Target, arts: dict[str, RunArtefacts], path: Path) -> None:
         if target.dim == 2:
             n = g0.n_points
             ax.contour(_img(true_p, n), levels=3, origin="lower", colors="0.7", linewidths=0.5,
-                       extent=[*target.bounds[0], *target.bounds[1]])
+                       extent=[*g0.bounds[0], *g0.bounds[1]])
             for pth, colour in ((a.path_noise, "tab:red"), (a.path_data, "tab:blue")):
                 for c in range(pth.shape[1]):
                     ax.plot(pth[:, c, 0], pth[:, c, 1], color=colour, lw=0.3, alpha=0.6)
@@ -120,6 +123,7 @@ def chains(target: Target, arts: dict[str, RunArtefacts], path: Path) -> None:
             ax.hist(a.x_data[:, 0].numpy(), bins=bins, density=True, color="tab:blue",
                     alpha=0.5)
             ax.plot(g0.points[:, 0], true_p, "k", lw=1)
+            ax.set_xlim(*target.bounds[0])
             ax.tick_params(labelsize=5)
         ax.set_title(m, fontsize=8)
     fig.suptitle(f"{target.name}: ULA (eq. 1, T = 1) chains from noise (red) and from data "
