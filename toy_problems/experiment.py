@@ -179,6 +179,8 @@ def reference_row(target_name: str, cfg: ToyConfig) -> dict:
         row["mass_outside"] = M.mass_outside_support(grid, target)
     else:
         row["mass_outside"] = 0.0
+    if target.symmetry == "rot8":
+        row["annulus_gap"] = M.rotational_average_gap(target, test_x)
     return row
 
 

@@ -93,6 +93,22 @@ def data_nll(target: Target, x_test: Tensor) -> float:
     return float(-target.log_prob(x_test).mean())
 
 
+def rotational_average_gap(target: Target, x_test: Tensor, n_angles: int = 360) -> float:
+    """KL[p_data ‖ p̄] estimated on test points, p̄ = p_data averaged over rotations about the
+    origin (for a ring of Gaussians: the "annulus" a model reaches before it resolves the
+    modes). A yardstick for NLL gaps, in nats."""
+    check_int_range(n_angles, "n_angles", 1)
+    x = x_test.to(torch.float64)
+    logs = []
+    for k in range(n_angles):
+        a = 2 * math.pi * k / n_angles
+        rot = torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]],
+                           dtype=torch.float64)
+        logs.append(target.log_prob(x @ rot.T))
+    log_avg = torch.logsumexp(torch.stack(logs), 0) - math.log(n_angles)
+    return float((target.log_prob(x) - log_avg).mean())
+
+
 def mass_outside_support(g: DensityGrid, target: Target) -> float:
     """p_θ(outside the data's support) = ∫ 1[x ∉ supp] p_θ(x) dx: spurious mass (C16)."""
     return float(g.mass[~target.in_support(g.points)].sum())

@@ -235,3 +235,14 @@ def test_quick_report_end_to_end(tmp_path):
             assert all(c != "–" for c in cells), (t, m, cells)
     for cid in ("C7", "C16", "C26", "C27", "C28"):
         assert f"### {cid}" in report
+
+
+def test_rotational_average_gap_is_zero_for_invariant_and_large_for_the_ring(rng):
+    from toy_problems.targets import MixtureTarget
+
+    iso = MixtureTarget("iso", [1.0], [[0.0, 0.0]], std=0.5, margin=2.0, symmetry="rot8")
+    assert abs(M.rotational_average_gap(iso, iso.sample(500, rng), n_angles=36)) < 1e-12
+    ring = make_target("ring8")
+    # Annulus vs 8 modes: ≈ log(2π·2/8) − ½ log(2πe s²) = 0.642 nats for s = 0.2 (well separated).
+    gap = M.rotational_average_gap(ring, ring.sample(4000, rng), n_angles=180)
+    assert 0.55 < gap < 0.75
