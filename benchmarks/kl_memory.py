@@ -6,8 +6,9 @@ be held for the backward pass grows linearly in k; Du et al. (2020) use k = 1.
 
 Memory measure: on CUDA the allocator's peak (``torch.cuda.max_memory_allocated``) over forward
 and backward; on CPU, where torch has no allocator statistics, the bytes of distinct storages
-that autograd saves for the backward pass (``torch.autograd.graph.saved_tensors_hooks``), which
-is the part of the peak that depends on k (activations of every differentiated step).
+that autograd holds for the backward pass just before ``backward()`` (recorded with
+``torch.autograd.graph.saved_tensors_hooks``), the part of the peak that grows with k
+(activations and double-backward buffers of every differentiated step).
 
     python benchmarks/kl_memory.py                    # IGEBM CNN, 32 chains (Du's KL subset)
     python benchmarks/kl_memory.py --ks 1 2 4 --chains 8
@@ -16,8 +17,10 @@ is the part of the peak that depends on k (activations of every differentiated s
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import torch
@@ -32,26 +35,37 @@ from ebmref.objectives import kl_loss, sample_for_kl
 
 
 class SavedBytes:
-    """Sum of the sizes of distinct storages saved for backward inside the context."""
+    """Bytes of the distinct storages that autograd holds for backward *at measurement time*.
+
+    The pack hook keeps a weak reference to every saved tensor; graphs of the detached sampler
+    steps are freed after their ∇ₓE, so their tensors die and are not counted. Measured just
+    before ``backward()``, this is what the retained graph of the k differentiated steps (and
+    the loss) holds.
+    """
 
     def __init__(self):
-        self.seen: dict[int, int] = {}
+        self.refs: list[weakref.ref] = []
 
     def pack(self, t: torch.Tensor):
-        try:
-            st = t.untyped_storage()
-            self.seen.setdefault(st.data_ptr(), st.nbytes())
-        except (RuntimeError, NotImplementedError):  # e.g. tensors without storage
-            pass
+        self.refs.append(weakref.ref(t))
         return t
 
     @staticmethod
     def unpack(t):
         return t
 
-    @property
-    def total(self) -> int:
-        return sum(self.seen.values())
+    def alive_bytes(self) -> int:
+        seen: dict[int, int] = {}
+        for r in self.refs:
+            t = r()
+            if t is None:
+                continue
+            try:
+                st = t.untyped_storage()
+            except (RuntimeError, NotImplementedError):  # tensors without storage
+                continue
+            seen.setdefault(st.data_ptr(), st.nbytes())
+        return sum(seen.values())
 
 
 def one(energy, x0, n_steps, k, step, noise, device):
@@ -67,12 +81,14 @@ def one(energy, x0, n_steps, k, step, noise, device):
                                grad_clip=0.01 if noise is not None else None,
                                clamp=(0.0, 1.0) if noise is not None else None)
         loss = kl_loss(energy, x_diff)
+    gc.collect()
+    saved = meter.alive_bytes()
     loss.backward()
     sync(device)
     dt = time.perf_counter() - t0
     energy.zero_grad(set_to_none=True)
     peak = (torch.cuda.max_memory_allocated() - base) if device.startswith("cuda") else None
-    return meter.total, peak, dt
+    return saved, peak, dt
 
 
 def main(argv=None):
