@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from toy_problems import figures
-from toy_problems.config import ToyConfig, config_from_args
+from toy_problems.config import ToyConfig, build_parser, config_from_args
 from toy_problems.experiment import funnel, reference_row, run_one, summarise
 from toy_problems.report import COLUMNS, claims_section, methods_table, metrics_table
 from toy_problems.targets import make_target
@@ -160,7 +160,10 @@ def write_report(out: Path, cfg: ToyConfig, summary: dict, references: dict, cla
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = config_from_args(argv)
+    try:
+        cfg = config_from_args(argv)
+    except ValueError as err:  # bad option values: a usage error, not a traceback
+        build_parser().error(str(err))
     metrics = run(cfg)
     print(f"report: {Path(cfg.out) / 'report.md'}  (wall {metrics['timing']['wall_s']:.0f} s)")
     return 0
