@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor
 
-from ebmref.validation import check_int_range
+from ebmref.validation import check_int_range, check_nonnegative
 
 
 def _as_points(x: Tensor, name: str) -> Tensor:
@@ -32,8 +32,9 @@ def _as_points(x: Tensor, name: str) -> Tensor:
     return x.flatten(1)
 
 
-def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int) -> tuple[Tensor, int]:
-    """ρ_{k,i} (N,) and the number M of candidate neighbours per point."""
+def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int,
+                     min_distance: float = 0.0) -> tuple[Tensor, int]:
+    """ρ_{k,i} (N,), floored at ``min_distance``, and the number M of candidate neighbours."""
     pts = _as_points(x, "x")
     if reference is None:
         ref, m = pts, pts.shape[0] - 1
@@ -53,9 +54,13 @@ def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int) -> tuple[Tenso
         eye = torch.eye(pts.shape[0], dtype=torch.bool, device=pts.device)
         dist = dist.masked_fill(eye, math.inf)  # a point is not its own neighbour
     rho = torch.topk(dist, k, dim=1, largest=False).values[:, -1]
+    if min_distance > 0:
+        # Clamped chains (images in [0, 1]) or float32 round-off can tie points exactly; the
+        # floor keeps log ρ finite, and such a pair gets no repelling gradient.
+        return rho.clamp_min(min_distance), m
     if bool((rho <= 0).any()):
         raise ValueError("x: some points coincide with their k-th nearest neighbour (distance 0);"
-                         " the log-distance entropy estimate is -inf")
+                         " the log-distance entropy estimate is -inf (pass min_distance > 0)")
     return rho, m
 
 
@@ -64,7 +69,8 @@ def log_unit_ball_volume(d: int) -> float:
     return 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d + 1.0)
 
 
-def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None) -> Tensor:
+def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None,
+                        min_distance: float = 0.0) -> Tensor:
     """Kozachenko–Leonenko k-NN entropy estimate Ĥ of the law of the rows of ``x`` (nats).
 
     Args:
@@ -73,23 +79,27 @@ def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None) 
         k: which nearest neighbour (k ≥ 1).
         reference: optional separate set (M, ...) of independent draws from p; the neighbours
             of each xᵢ are then searched there (M candidates) instead of among the other points.
+        min_distance: floor on ρ_{k,i}; 0 (default) raises on coinciding points instead.
 
     Returns Ĥ = ψ(M + 1) − ψ(k) + log V_d + (d/N) Σ log ρ_{k,i} as a 0-dim tensor.
     """
     check_int_range(k, "k", 1)
-    rho, m = _kth_nn_distance(x, reference, k)
+    check_nonnegative(min_distance, "min_distance")
+    rho, m = _kth_nn_distance(x, reference, k, min_distance)
     d = _as_points(x, "x").shape[1]
     const = (torch.special.digamma(torch.tensor(m + 1.0, dtype=torch.float64))
              - torch.special.digamma(torch.tensor(float(k), dtype=torch.float64))).item()
     return const + log_unit_ball_volume(d) + d * torch.log(rho).mean()
 
 
-def nearest_neighbour_surrogate(x: Tensor, reference: Tensor | None = None) -> Tensor:
+def nearest_neighbour_surrogate(x: Tensor, reference: Tensor | None = None,
+                                min_distance: float = 0.0) -> Tensor:
     """Du et al. (2020)'s entropy surrogate S = (1/N) Σᵢ log min_j ‖xᵢ − b_j‖ (nats / d + const).
 
     ``reference`` is the set B of past samples (Du: 100 replay-buffer samples); ``None`` uses
     the other points of ``x``. Maximising S repels the points from B (paper §5.4.3);
     Ĥ_KL(k=1) = ψ(M + 1) − ψ(1) + log V_d + d·S exactly.
     """
-    rho, _ = _kth_nn_distance(x, reference, 1)
+    check_nonnegative(min_distance, "min_distance")
+    rho, _ = _kth_nn_distance(x, reference, 1, min_distance)
     return torch.log(rho).mean()

@@ -100,7 +100,8 @@ def sample_for_kl(energy: Energy, x0: Tensor, n_steps: int, k: int, step_size: f
 
 
 def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_weight: float = 0.0,
-            reference: Tensor | None = None, entropy: str = "nn", k: int = 1) -> Tensor:
+            reference: Tensor | None = None, entropy: str = "nn", k: int = 1,
+            min_distance: float = 1e-8) -> Tensor:
     """The KL loss on differentiable chain outputs x̃ ~ q_θ^t (§4.2, §5.4.1).
 
     With Ĥ the entropy estimate of the x̃ (against ``reference`` when given) and w the
@@ -122,6 +123,8 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
             ``"kl"`` the Kozachenko–Leonenko estimate in nats (:mod:`ebmref.entropy`).
         k: the neighbour order of the Kozachenko–Leonenko estimator (``entropy="kl"``);
             the number of differentiated sampler steps is chosen in :func:`sample_for_kl`.
+        min_distance: floor on nearest-neighbour distances, so chains tied exactly (clamped
+            to a box, or equal in float32) do not make the entropy term −∞.
     """
     check_choice(sign, "sign", KL_SIGNS)
     check_choice(entropy, "entropy", ENTROPY_ESTIMATORS)
@@ -141,9 +144,10 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
     e_term = frozen_energy(energy, x_diff).mean()
     if entropy_weight > 0:
         if entropy == "kl":
-            h = kozachenko_leonenko(x_diff, k=k, reference=reference)
+            h = kozachenko_leonenko(x_diff, k=k, reference=reference,
+                                    min_distance=min_distance)
         else:
-            h = nearest_neighbour_surrogate(x_diff, reference)
+            h = nearest_neighbour_surrogate(x_diff, reference, min_distance=min_distance)
         value = e_term - entropy_weight * h
     else:
         value = e_term

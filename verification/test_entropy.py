@@ -75,3 +75,25 @@ def test_duplicate_points_are_refused():
     x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]], dtype=DT)
     with pytest.raises(ValueError, match="coincide"):
         kozachenko_leonenko(x)
+
+
+def test_min_distance_floor_keeps_tied_points_finite():
+    """Chains clamped to a box tie exactly; with a floor the estimate is finite, equals the
+    formula with ρ replaced by max(ρ, floor), and the floored distances pass no gradient."""
+    x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]], dtype=DT, requires_grad=True)
+    floor = 1e-6
+    h = kozachenko_leonenko(x, min_distance=floor)
+    rho = torch.tensor([floor, floor, math.sqrt(2.0)], dtype=DT)
+    expected = (special.digamma(3) - special.digamma(1) + log_unit_ball_volume(2)
+                + 2 * float(torch.log(rho).mean()))
+    assert float(h.detach()) == pytest.approx(expected, abs=1e-12)
+    (g,) = torch.autograd.grad(h, x)
+    # Only ρ₃ = ‖x₃ − x₁‖ (x₁ is x₃'s first nearest neighbour) carries a gradient:
+    # ∂/∂x₃ (d/N) log ρ₃ = (2/3)(x₃ − x₁)/ρ₃² = (1/3, 1/3), and minus that on x₁.
+    third = torch.full((2,), 1.0 / 3.0, dtype=DT)
+    torch.testing.assert_close(g, torch.stack([-third, torch.zeros(2, dtype=DT), third]),
+                               rtol=0, atol=1e-12)
+    s = nearest_neighbour_surrogate(x.detach(), min_distance=floor)
+    assert float(s) == pytest.approx(float(torch.log(rho).mean()), abs=1e-12)
+    with pytest.raises(ValueError, match="min_distance"):
+        nearest_neighbour_surrogate(x.detach(), min_distance=-1.0)

@@ -170,3 +170,19 @@ def test_sample_for_kl_validation_and_graph_depth():
     assert torch.allclose(xs[0], xs[1], atol=1e-14)
     g1, g3 = (torch.autograd.grad(x.sum(), energy.mu)[0] for x in xs)
     assert not torch.allclose(g1, g3)
+
+
+@pytest.mark.parametrize("entropy", ["nn", "kl"])
+def test_kl_loss_survives_chains_tied_by_clamping(entropy):
+    """Du's sampler clamps images to [0, 1]; chains pinned to the same corner tie exactly. The
+    KL loss stays finite (distance floor) instead of −∞, and its θ-gradient is finite."""
+    energy = _gauss()
+    x0 = torch.full((6, 2), 5.0, dtype=DT)
+    x_diff = sample_for_kl(energy, x0, 3, 1, 0.1, noise=0.0, generator=None, clamp=(2.0, 3.0))
+    assert (x_diff.detach() == x_diff.detach()[0]).all()  # every chain pinned to one point
+    loss = kl_loss(energy, x_diff, sign="du2020", entropy_weight=0.3, entropy=entropy)
+    grads = torch.autograd.grad(loss, list(energy.parameters()), allow_unused=True)
+    assert torch.isfinite(loss.detach()) and all(torch.isfinite(g).all() for g in grads
+                                                 if g is not None)
+    with pytest.raises(ValueError, match="coincide"):
+        kl_loss(energy, x_diff, entropy_weight=0.3, entropy=entropy, min_distance=0.0)
