@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ebmref import distributed
 from ebmref.buffer import INIT_POLICIES, REPLACEMENTS, ReplayBuffer, UniformNoise
 from ebmref.checkpoint import load_checkpoint, save_checkpoint
 from ebmref.energy import Energy
@@ -282,8 +283,11 @@ def _make_buffer(config: TrainConfig, event_shape, device, dtype) -> ReplayBuffe
     if config.init == "cd":
         return None
     noise = UniformNoise(event_shape, config.noise_low, config.noise_high, dtype, device)
-    return ReplayBuffer(config.buffer_size, config.init, config.reinit_prob, config.data_fraction,
-                        config.replacement, noise_fn=noise, device=device, seed=config.seed)
+    ctx = distributed.current()  # one buffer shard per rank (ebmref.distributed)
+    return ReplayBuffer(ctx.shard(config.buffer_size, "buffer_size"), config.init,
+                        config.reinit_prob, config.data_fraction, config.replacement,
+                        noise_fn=noise, device=device,
+                        seed=distributed.rank_seed(config.seed, ctx.rank))
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
@@ -334,6 +338,11 @@ def _check_quantities(step: int, energies, others, max_energy: float,
             raise TrainingDiverged(step, name, value, _where(last_ckpt))
 
 
+def _save_on_main(ctx: distributed.DistContext, state: dict, path: Path) -> Path:
+    """Only rank 0 writes checkpoints; every rank gets the path back."""
+    return save_checkpoint(state, path) if ctx.is_main else path
+
+
 def _jsonable(v):
     return json.loads(json.dumps(v))
 
@@ -376,8 +385,11 @@ def train(
                          "transition_every) but no transition callable was given")
     if resume and out_dir is None:
         raise ValueError("resume: needs out_dir, got out_dir=None")
+    # torchrun: join the process group (no-op in a single process); rank r trains on its own
+    # share of the batch with its own generator and buffer shard, gradients are averaged.
+    ctx = distributed.init_from_env()
     device, dtype = config.resolved_device(), DTYPES[config.dtype]
-    source = _DataSource(data, config.batch_size, device, dtype)
+    source = _DataSource(data, ctx.shard(config.batch_size, "batch_size"), device, dtype)
     recorded_transition = repr(transition)
     if transition is not None and config.clamp is not None:
         # Chain states live in the clamp box; a transition (e.g. a cubic-spline elastic
@@ -386,7 +398,8 @@ def train(
     energy.to(device=device, dtype=dtype)
     energy.train()
 
-    generator = torch.Generator(device=device).manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(
+        distributed.rank_seed(config.seed, ctx.rank))
     optimizer = torch.optim.Adam(energy.parameters(), lr=config.lr, betas=config.betas)
     buffer: ReplayBuffer | None = None
     if source.event_shape is not None:
@@ -403,20 +416,26 @@ def train(
             _check_resumable(state["config"], config)
             energy.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            generator.set_state(state["rng"]["generator"].cpu())
+            generator.set_state(distributed.generator_state_for_rank(
+                state["rng"].get("generators"), state["rng"]["generator"], ctx, config.seed,
+                int(state["step"]), device).cpu())
             if state["buffer"] is not None:
                 if buffer is None:  # iterable data: event shape known from the saved buffer
                     buffer = _make_buffer(config, tuple(state["buffer"]["storage"].shape[1:]),
                                           device, dtype)
-                buffer.load_state_dict(state["buffer"])
+                buffer.load_state_dict(distributed.buffer_state_for_rank(
+                    state["buffer"], state.get("buffer_shards"), ctx, config.seed, device))
             step = int(state["step"])
             resumed = True
-            _truncate_metrics(out / METRICS_NAME, step)
-        elif not resume:
+            if ctx.is_main:
+                _truncate_metrics(out / METRICS_NAME, step)
+        elif not resume and ctx.is_main:
             (out / METRICS_NAME).unlink(missing_ok=True)
         record_config = {**config.to_dict(), "resolved_device": str(device),
                          "transition": recorded_transition, "energy": type(energy).__name__}
-        (out / CONFIG_NAME).write_text(json.dumps(record_config, indent=2) + "\n")
+        if ctx.is_main:
+            (out / CONFIG_NAME).write_text(json.dumps(record_config, indent=2) + "\n")
+    distributed.broadcast_module(energy)  # identical θ on every rank
 
     def snapshot(copy_tensors: bool) -> dict:
         """The full training state after ``step`` updates (copied when it must outlive them)."""
@@ -425,14 +444,20 @@ def train(
         if copy_tensors:
             model = {k: v.detach().clone() for k, v in model.items()}
             opt = copy.deepcopy(opt)
-        return {"step": step, "model": model, "optimizer": opt,
-                "buffer": None if buffer is None else buffer.state_dict(),
-                "rng": {"generator": generator.get_state()}, "config": config.to_dict()}
+        state = {"step": step, "model": model, "optimizer": opt,
+                 "buffer": None if buffer is None else buffer.state_dict(),
+                 "rng": {"generator": generator.get_state()}, "config": config.to_dict()}
+        if ctx.enabled:  # every rank's buffer shard and generator (collectives: all ranks call)
+            state["buffer"], state["buffer_shards"] = distributed.gather_buffer_states(
+                state["buffer"])
+            state["rng"]["generators"] = distributed.gather_objects(generator.get_state())
+        return state
 
     history: list[dict] = []
     params = [p for p in energy.parameters() if p.requires_grad]
     max_norm = config.weight_grad_clip if config.weight_grad_clip is not None else math.inf
-    bar = tqdm(total=config.steps, initial=step, disable=not config.progress, desc="train")
+    bar = tqdm(total=config.steps, initial=step, disable=not (config.progress and ctx.is_main),
+               desc="train")
     t0 = time.perf_counter()
     start_step = step
     pending: dict | None = None
@@ -499,17 +524,18 @@ def train(
             loss = loss + config.kl_weight * loss_kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        distributed.all_reduce_gradients(params)  # mean over ranks (no-op in one process)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
 
         # One host sync per update: divergence checks and metrics.
         with torch.no_grad():
-            stats = torch.stack([
+            stats = distributed.all_reduce_stats(torch.stack([
                 e_pos.detach().abs().max(), e_neg.detach().abs().max(),
                 torch.isfinite(x_neg).all().to(dtype), loss.detach(), grad_norm.to(dtype),
                 e_pos.detach().mean(), e_neg.detach().mean(), loss_c.detach(), loss_kl.detach(),
                 acceptance.mean() if acceptance is not None else torch.zeros((), dtype=dtype,
                                                                               device=device),
-            ]).tolist()
+            ]), maxima=(0, 1), minima=(2,)).tolist()
         (abs_pos, abs_neg, x_ok, loss_v, gnorm, mean_pos, mean_neg, loss_c_v, loss_kl_v,
          acc_v) = stats
         if x_ok != 1.0:
@@ -521,7 +547,7 @@ def train(
                           config.max_energy, last_ckpt)
         # θ_{step} (and the state captured with it) just passed the checks: now it is "good".
         if pending is not None:
-            last_ckpt = save_checkpoint(pending, ckpt_path)
+            last_ckpt = _save_on_main(ctx, pending, ckpt_path)
             pending = None
         optimizer.step()
         step = current
@@ -534,7 +560,7 @@ def train(
             if acceptance is not None:
                 record["acceptance"] = acc_v
             history.append(record)
-            if out is not None:
+            if out is not None and ctx.is_main:
                 with open(out / METRICS_NAME, "a") as f:
                     f.write(json.dumps(record) + "\n")
             bar.set_postfix(loss=f"{loss_v:.3g}", e_data=f"{mean_pos:.3g}",
@@ -552,11 +578,13 @@ def train(
         # norm's power iteration does not advance (resumed runs must match uninterrupted ones).
         energy.eval()
         with torch.no_grad():
-            final = torch.stack([energy(x_pos).abs().max(), energy(x_neg).abs().max()]).tolist()
+            final = distributed.all_reduce_stats(torch.stack(
+                [energy(x_pos).abs().max(), energy(x_neg).abs().max()]), maxima=(0, 1)).tolist()
         energy.train()
         _check_quantities(step, (("|energy| of data E(x⁺) after the final update", final[0]),
                                  ("|energy| of samples E(x⁻) after the final update", final[1])),
                           (), config.max_energy, last_ckpt)
         if ckpt_path is not None:
-            last_ckpt = save_checkpoint(snapshot(copy_tensors=False), ckpt_path)
+            last_ckpt = _save_on_main(ctx, snapshot(copy_tensors=False), ckpt_path)
+    distributed.barrier()  # the checkpoint is on disk before any rank returns
     return TrainResult(step=step, history=history, buffer=buffer, checkpoint=last_ckpt)
