@@ -26,7 +26,6 @@ for ∇ₓE only (``torch.autograd.grad`` w.r.t. x), and the loss evaluates it o
 separately; DDP expects one forward per backward over the parameters and fails ("Expected to
 have finished reduction in the prior iteration") or needs ``static_graph`` workarounds.
 Averaging the gradients after ``backward`` is what DDP computes, without those constraints.
-:func:`wrap_ddp` is still provided for energies used in a plain one-forward-one-backward loop.
 """
 
 from __future__ import annotations
@@ -195,17 +194,6 @@ def all_reduce_stats(stats: Tensor, maxima: tuple[int, ...] = (),
         dist.all_reduce(lo, op=dist.ReduceOp.MAX)
         out[list(minima)] = -lo
     return out
-
-
-def wrap_ddp(module: nn.Module) -> nn.Module:
-    """``DistributedDataParallel(module)`` on this rank's device when a group is active
-    (for one-forward-one-backward loops; the EBM loop uses :func:`all_reduce_gradients`)."""
-    ctx = current()
-    if not ctx.enabled:
-        return module
-    if ctx.backend == "nccl":
-        return nn.parallel.DistributedDataParallel(module, device_ids=[ctx.local_rank])
-    return nn.parallel.DistributedDataParallel(module)
 
 
 # -- checkpoints: buffer shards and generator states --------------------------------------------

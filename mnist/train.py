@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ebmref import distributed
 from ebmref.checkpoint import load_checkpoint
 from ebmref.energy import Energy
 from ebmref.training import CHECKPOINT_NAME, TrainResult, train
@@ -38,11 +39,12 @@ def train_preset(preset: str, out_dir: str | Path | None, data: MNISTData | None
                  callback=None) -> tuple[Energy, TrainResult]:
     """Resolve the preset (+ overrides), build energy and transition, run ``train``."""
     train_cfg, model_cfg = resolve(preset, overrides)
+    main_process = distributed.init_from_env().is_main  # under torchrun only rank 0 writes
     data = data if data is not None else load_mnist("train")
     info = {"preset": preset, "overrides": {k: v for k, v in (overrides or {}).items()},
             "data_source": data.source, "train": train_cfg.to_dict(),
             "model": dataclasses.asdict(model_cfg)}
-    if out_dir is not None:
+    if out_dir is not None and main_process:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         prev = out / RUN_NAME
@@ -56,7 +58,11 @@ def train_preset(preset: str, out_dir: str | Path | None, data: MNISTData | None
             old.setdefault("resumed_with", []).append(info["overrides"])
             info = old
         prev.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    energy = model_cfg.build_energy()
+    # The initial weights come from the run's seed (train() broadcasts rank 0's to all ranks);
+    # fork_rng leaves the caller's global RNG untouched.
+    with torch.random.fork_rng():
+        torch.manual_seed(train_cfg.seed)
+        energy = model_cfg.build_energy()
     transition = model_cfg.build_transition()
     with _autocast(model_cfg, train_cfg.resolved_device()):
         result = train(energy, data.images, train_cfg, out_dir=out_dir, resume=resume,
@@ -96,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     data = data_from_args(args, "train")
     _, result = train_preset(args.preset, args.out, data, overrides_from_args(args),
                              resume=args.resume)
+    if not distributed.is_main():
+        return 0
     last = result.history[-1] if result.history else {}
     print(json.dumps({"preset": args.preset, "step": result.step, "data": data.source,
                       "checkpoint": str(result.checkpoint), "last": last}))
