@@ -203,7 +203,7 @@ def ornstein_uhlenbeck(
     with τ = λ/2.
     """
     if not isinstance(energy, Gaussian):
-        raise ValueError(f"energy: the exact OU transition needs a Gaussian, got {type(energy)}")
+        raise ValueError(f"energy: the exact OU transition needs a Gaussian, got {type(energy)}")  # noqa: TRY004 (ValueError by convention)
     _check_common(x0, n_steps, record_every)
     check_positive(tau, "tau")
     with torch.no_grad():
