@@ -30,16 +30,17 @@ class ToyConfig:
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
     seeds: int = 3
-    steps: int = 250
-    batch_size: int = 128
-    n_steps: int = 10
-    step_size: float = 0.02
-    hidden: int = 64
-    depth: int = 3
-    lr: float = 1e-2
-    beta1: float = 0.9
-    l2: float = 0.1
-    buffer_size: int = 1000
+    # the training budget every method shares (defaults from methods.Budget)
+    steps: int = Budget.steps
+    batch_size: int = Budget.batch_size
+    n_steps: int = Budget.n_steps
+    step_size: float = Budget.step_size
+    hidden: int = Budget.hidden
+    depth: int = Budget.depth
+    lr: float = Budget.lr
+    beta1: float = Budget.beta1
+    l2: float = Budget.l2
+    buffer_size: int = Budget.buffer_size
     n_train: int = 5000
     n_test: int = 5000
     eval_chains: int = 200

@@ -58,10 +58,10 @@ class ConfinedEnergy(Energy):
 class Budget:
     """What every method gets: the same network, steps, batch and sampler steps."""
 
-    steps: int = 400
+    steps: int = 250
     batch_size: int = 128
     n_steps: int = 10  # sampler steps per update (= t of CD-t)
-    step_size: float = 0.01  # λ of eq. 1
+    step_size: float = 0.02  # λ of eq. 1
     hidden: int = 64
     depth: int = 3
     lr: float = 1e-2
