@@ -7,25 +7,26 @@ CUDA is available, gloo on CPU — and pins rank r to GPU ``LOCAL_RANK``.
 
 The scheme is synchronous data parallelism, as in Du et al. (2020)'s ``mp.spawn`` code:
 
-* every rank holds the same parameters θ (broadcast from rank 0 at the start and on resume);
+* the energy is wrapped in ``DistributedDataParallel`` (:func:`data_parallel`), whose
+  constructor broadcasts rank 0's parameters and buffers (so θ is identical on every rank, also
+  after a resume) and whose backward hooks average the weight gradients over ranks bucket by
+  bucket while backward runs, so every rank applies the same Adam step;
+* only the loss forwards E(x⁺), E(x⁻) go through the DDP wrapper; the sampler and the KL loss call
+  the bare module: they need ∇ₓE (``torch.autograd.grad`` w.r.t. x, which never runs the
+  parameters' gradient-accumulation hooks, so DDP's reducer is not involved), and going through
+  the wrapper would re-broadcast the buffers at each of the dozens of sampler calls. Weight
+  gradients that reach θ through the differentiated sampler steps (§5.4.2) land in the same
+  accumulation hooks and are averaged with the rest;
 * rank r draws its own minibatch x⁺ and runs its own chains from its own replay-buffer shard
   of ``shard_sizes(buffer_size, W)[r]`` states, with its own generator seeded by
   :func:`rank_seed` (rank 0 keeps the run's seed, so W = 1 is the single-process run);
-* after ``loss.backward()`` the weight gradients are averaged over ranks
-  (:func:`all_reduce_gradients`, one flat all-reduce), so every rank applies the same Adam step
-  and θ stays identical;
 * divergence statistics are reduced over ranks (:func:`all_reduce_stats`) so that all ranks
   stop at the same step;
 * only rank 0 writes metrics and checkpoints; a checkpoint holds every rank's buffer shard and
   generator state (:func:`gather_buffer_states`) plus the merged buffer, so it resumes
   bit-for-bit at the same world size and, resharded (:func:`buffer_state_for_rank`), at any
-  other world size, including a plain single-process run.
-
-Why not ``DistributedDataParallel``: the sampler calls the energy dozens of times per update
-for ∇ₓE only (``torch.autograd.grad`` w.r.t. x), and the loss evaluates it on x⁺ and x⁻
-separately; DDP expects one forward per backward over the parameters and fails ("Expected to
-have finished reduction in the prior iteration") or needs ``static_graph`` workarounds.
-Averaging the gradients after ``backward`` is what DDP computes, without those constraints.
+  other world size, including a plain single-process run. The checkpoint stores the bare
+  module's ``state_dict`` (no ``module.`` prefixes).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from ebmref.validation import check_choice, check_int_range
 
@@ -144,35 +146,14 @@ def rank_seed(seed: int, rank: int) -> int:
     return (int(seed) + rank * _SEED_STRIDE) % (2**63)
 
 
-def broadcast_module(module: nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers to every rank, in place."""
-    if not current().enabled:
-        return
-    with torch.no_grad():
-        for t in [*module.parameters(), *module.buffers()]:
-            dist.broadcast(t.data, src)
-
-
-def all_reduce_gradients(params: list[Tensor]) -> None:
-    """Average ``p.grad`` over ranks in one flat all-reduce (missing grads count as zero)."""
+def data_parallel(module: nn.Module) -> nn.Module:
+    """``module`` wrapped in ``DistributedDataParallel`` under an active process group (its
+    constructor broadcasts rank 0's parameters and buffers); ``module`` itself otherwise."""
     ctx = current()
-    if not ctx.enabled or not params:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= ctx.world_size
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        avg = flat[offset:offset + n].view_as(p)
-        offset += n
-        if p.grad is None:
-            if not avg.any():  # no rank has a gradient here: keep "no gradient" (Adam skips it)
-                continue
-            p.grad = avg.clone()
-        else:
-            p.grad.copy_(avg)
+    if not ctx.enabled:
+        return module
+    device_ids = [ctx.local_rank] if ctx.backend == "nccl" else None
+    return DistributedDataParallel(module, device_ids=device_ids)
 
 
 def all_reduce_stats(stats: Tensor, maxima: tuple[int, ...] = (),

@@ -435,7 +435,9 @@ def train(
                          "transition": recorded_transition, "energy": type(energy).__name__}
         if ctx.is_main:
             (out / CONFIG_NAME).write_text(json.dumps(record_config, indent=2) + "\n")
-    distributed.broadcast_module(energy)  # identical θ on every rank
+    # Under torchrun: DDP (broadcasts rank 0's θ now, averages weight gradients in backward).
+    # Only the loss forwards go through it; the sampler calls the bare module (∇ₓE only).
+    model = distributed.data_parallel(energy)
 
     def snapshot(copy_tensors: bool) -> dict:
         """The full training state after ``step`` updates (copied when it must outlive them)."""
@@ -513,7 +515,7 @@ def train(
             buffer.push(x_neg, generator)
 
         # Loss (eq. 3 + L2) and optional KL loss (§5.4).
-        e_pos, e_neg = energy(x_pos), energy(x_neg)
+        e_pos, e_neg = model(x_pos), model(x_neg)
         loss_c = contrastive_loss(e_pos, e_neg, config.l2)
         loss = loss_c
         loss_kl = torch.zeros((), device=device, dtype=dtype)
@@ -524,7 +526,6 @@ def train(
             loss = loss + config.kl_weight * loss_kl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        distributed.all_reduce_gradients(params)  # mean over ranks (no-op in one process)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
 
         # One host sync per update: divergence checks and metrics.

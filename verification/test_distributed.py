@@ -5,12 +5,13 @@ One ``torch.multiprocessing.spawn`` of two ranks (CPU, gloo) runs three things:
 1. a 2-rank training run on a tiny problem whose answer is known — a Gaussian energy
    N(μ, I) fitted by persistent contrastive divergence to data from N(μ*, I) — recording θ on
    every rank after every update;
-2. the same run with the gradient all-reduce switched off (the deliberately broken variant);
-3. the same run stopped at step 8 and resumed at the same world size.
+2. the same run without the DistributedDataParallel wrapper (the deliberately broken variant);
+3. the same run stopped at step 8 and resumed at the same world size;
+4. a short run with the KL loss (gradients through differentiated sampler steps).
 The main process then resumes the 2-rank checkpoint of run 1 on a single rank.
 
-Assertions: θ is bitwise identical across ranks after every step (and is not without the
-all-reduce); the 2-rank resume is bitwise; the fit improves (‖μ − μ*‖ shrinks by more than half: learning, not noise); the
+Assertions: θ is bitwise identical across ranks after every step (and is not without
+DDP); the 2-rank resume is bitwise; the fit improves (‖μ − μ*‖ shrinks by more than half: learning, not noise); the
 checkpoint holds both ranks' buffer shards and generator states; a single process resumes it at
 the saved step with the merged buffer and continues to improve.
 """
@@ -18,6 +19,7 @@ the saved step with the merged buffer and continues to improve.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -83,7 +85,8 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
                 trace.append(torch.cat([p.detach().reshape(-1).clone()
                                         for p in energy.parameters()]))
 
-            patch = (mock.patch.object(distributed, "all_reduce_gradients", lambda params: None)
+            # Broken: no DistributedDataParallel (no start broadcast, no gradient averaging).
+            patch = (mock.patch.object(distributed, "data_parallel", lambda module: module)
                      if broken else contextlib.nullcontext())
             with patch:
                 train(energy, _data(), _config(), out_dir=Path(out) / name, callback=record)
@@ -93,6 +96,13 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             energy = _energy()
             train(energy, _data(), _config(steps), out_dir=Path(out) / "split", resume=resume)
         results["split"] = torch.cat([p.detach().reshape(-1) for p in energy.parameters()])
+        # With the KL loss, part of ∂L/∂θ flows through the differentiated sampler steps, which
+        # call the bare module, not the DDP wrapper: it must be averaged all the same.
+        energy = _energy()
+        kl = dataclasses.replace(_config(4), kl_weight=1.0, kl_steps=2, entropy_weight=0.1,
+                                 entropy_reference=32)
+        train(energy, _data(), kl)
+        results["kl"] = torch.cat([p.detach().reshape(-1) for p in energy.parameters()])
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         distributed.shutdown()
@@ -110,7 +120,9 @@ def test_parameters_agree_across_ranks_after_every_step(two_rank_run):
     ok0, ok1 = ranks[0]["ok"], ranks[1]["ok"]
     assert ok0.shape == (STEPS, 2 + 4)  # μ and the Cholesky factor, one row per update
     assert torch.equal(ok0, ok1)  # bitwise
-    # Broken variant (no gradient all-reduce): each rank follows its own data and chains.
+    assert torch.equal(ranks[0]["kl"], ranks[1]["kl"])
+    assert not torch.equal(ranks[0]["kl"], ok0[3])  # the KL term changed the update
+    # Broken variant (no DDP): each rank follows its own data and chains.
     b0, b1 = ranks[0]["broken"], ranks[1]["broken"]
     assert not torch.equal(b0[-1], b1[-1])
     assert (b0[-1] - b1[-1]).abs().max() > 1e-3
