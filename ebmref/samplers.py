@@ -136,6 +136,30 @@ def mala_log_proposal(y: Tensor, x: Tensor, grad_x: Tensor, step_size: float) ->
     return -(diff * diff).sum(-1) / (2.0 * step_size)
 
 
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+_BITWISE_MIN_NUMEL = 1 << 14  # below this, one torch.where call beats the bitwise ops' overhead
+
+
+def _select(accept: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """Row-wise ``torch.where(accept, new, old)`` for a (B,) bool ``accept``, bit for bit.
+
+    On CPU torch.where is a scalar loop that branches per element (slowest near acceptance ½)
+    and is slow with a broadcast mask. For large tensors each row's last dimension is read as
+    integer words, the widest of int8…int64 that divide it (a float32 pair is one int64), and
+    ``old ^ ((old ^ new) & m)``, m = 0 or all ones per row, takes the bits of ``new`` or ``old``:
+    vectorised, branch-free, exact, NaNs copied as they are. Small tensors (per-call overhead
+    dominates) and other devices (one fused kernel) keep torch.where.
+    """
+    shape = (-1,) + (1,) * (new.ndim - 1)
+    if not new.is_cpu or new.numel() < _BITWISE_MIN_NUMEL:
+        return torch.where(accept.view(shape), new, old)
+    size = new.element_size()
+    word = _INT_OF_SIZE[size if new.ndim == 1 else math.gcd(new.shape[-1] * size, 8)]
+    n, o = new.contiguous().view(word), old.contiguous().view(word)
+    mask = accept.to(word).neg_().view(shape)  # 0 or −1 (all bits set) per row
+    return (n ^ o).bitwise_and_(mask).bitwise_xor_(o).view(new.dtype)
+
+
 def mala(
     energy: Energy,
     x0: Tensor,
@@ -157,9 +181,10 @@ def mala(
     check_positive(step_size, "step_size")
     x = x0.detach()
     e_x, g_x = energy.energy_and_grad(x)
-    accepted = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    n_accepted = torch.zeros(x.shape[0], dtype=torch.int32, device=x.device)
     frames = [x] if record_every else []
     sqrt_step = math.sqrt(step_size)
+    c = 0.5 * sqrt_step
     for t in range(n_steps):
         xi = _noise(x, generator)
         y = torch.add(x, g_x, alpha=-0.5 * step_size).add_(xi, alpha=sqrt_step)
@@ -167,21 +192,16 @@ def mala(
         # log q(x|y) − log q(y|x) of mala_log_proposal without forming x − y: with
         # y − x + (λ/2)∇E(x) = √λ ξ and s = ∇E(x) + ∇E(y), c = √λ/2,
         #   log q(y|x) = −‖ξ‖²/2,  log q(x|y) = −‖ξ − c s‖²/2,  difference = c s·(ξ − (c/2) s).
-        c = 0.5 * sqrt_step
         s = torch.add(g_x, g_y)
         log_ratio = torch.add(xi, s, alpha=-0.5 * c).mul_(s)
         log_alpha = (e_x - e_y).add_(row_sum(log_ratio), alpha=c)
         u = torch.rand(x.shape[0], generator=generator, dtype=x.dtype, device=x.device)
-        accept = torch.log(u) < log_alpha  # NaN proposals compare False: rejected
-        # A materialised mask: CPU torch.where with a broadcast (B, 1) mask is ~2x slower.
-        mask = accept.view(-1, *([1] * (x.ndim - 1))).expand_as(x).contiguous()
-        x = torch.where(mask, y, x)
-        e_x = torch.where(accept, e_y, e_x)
-        g_x = torch.where(mask, g_y, g_x)
-        accepted += accept.to(x.dtype)
+        accept = u.log_() < log_alpha  # NaN proposals compare False: rejected
+        x, e_x, g_x = _select(accept, y, x), _select(accept, e_y, e_x), _select(accept, g_y, g_x)
+        n_accepted += accept
         if record_every and (t + 1) % record_every == 0:
             frames.append(x)
-    rate = accepted / max(n_steps, 1)
+    rate = n_accepted.to(x.dtype) / max(n_steps, 1)
     return SamplerOutput(x=x, trajectory=torch.stack(frames) if record_every else None,
                          acceptance=rate)
 

@@ -118,3 +118,37 @@ def test_gaussian_grad_only_path_equals_autograd():
     torch.testing.assert_close(gauss.grad(x), g_auto, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gauss.energy_and_grad(x)[1], g_auto, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(gauss.energy_and_grad(x)[0], gauss(x), rtol=1e-10, atol=1e-10)
+
+
+_INT = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(_INT[t.element_size()])
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("event", [(), (1,), (2,), (3,), (5,), (1, 4, 4)])
+def test_mala_cpu_select_equals_torch_where_bit_for_bit(dtype, event):
+    """mala's CPU select (bitwise on integer words for large tensors) returns torch.where's bits
+    exactly, NaN and ±inf rows (with distinct NaN payloads) included, and leaves its inputs
+    untouched."""
+    from ebmref.samplers import _BITWISE_MIN_NUMEL, _select
+    g = torch.Generator().manual_seed(11)
+    n = 1 << 14
+    assert n >= _BITWISE_MIN_NUMEL  # large enough for the bitwise path, not torch.where
+    new = torch.randn(n, *event, generator=g, dtype=torch.float64).to(dtype)
+    old = torch.randn(n, *event, generator=g, dtype=torch.float64).to(dtype)
+    new[1::4] = float("nan")  # NaN proposals: some accepted, some rejected below
+    new[2::8] = float("inf")
+    old[3::8] = -float("nan")
+    _bits(new)[5] ^= 1  # a NaN row with another payload (or a nudged finite row)
+    accept = torch.rand(n, generator=g) < 0.5
+    accept[:4] = torch.tensor([True, True, False, False])
+    before = (_bits(new).clone(), _bits(old).clone())
+    expected = torch.where(accept.view(-1, *[1] * len(event)), new, old)
+    assert torch.equal(_bits(_select(accept, new, old)), _bits(expected))
+    assert torch.equal(_bits(new), before[0]) and torch.equal(_bits(old), before[1])
+    # The same comparison catches a select that mixes up the two sides.
+    assert not torch.equal(_bits(_select(accept, old, new)), _bits(expected))
+    assert not torch.equal(_bits(_select(~accept, new, old)), _bits(expected))
