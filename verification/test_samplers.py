@@ -167,17 +167,22 @@ def test_mala_small_step_accepts_almost_everything_and_large_step_rejects():
 
 def test_mala_rejects_non_finite_proposals():
     class Cliff(Energy):
-        """Finite on x < 1, NaN beyond: proposals past the cliff must be rejected."""
+        """½x² on x < 1, NaN beyond. The NaN is added as a constant so that ∇E stays finite
+        everywhere: only the proposals past the cliff are poisoned, not every row's gradient."""
 
         event_shape = (1,)
 
         def forward(self, x):
-            e = 0.5 * x[:, 0] ** 2
-            return torch.where(x[:, 0] < 1.0, e, e * float("nan"))
+            cliff = torch.where(x[:, 0] < 1.0, 0.0, float("nan"))
+            return 0.5 * x[:, 0] ** 2 + cliff
 
     x0 = torch.zeros(500, 1, dtype=F64)
+    # λ = 2: y = √2 ξ, so about a quarter of all proposals land past the cliff.
     out = mala(Cliff(), x0, 20, 2.0, generator=torch.Generator().manual_seed(0))
     assert bool(torch.isfinite(out.x).all()) and float(out.x.max()) < 1.0
+    # The chains did move (acceptance well away from 0 and 1) and reached the cliff's edge.
+    assert 0.3 < float(out.acceptance.mean()) < 0.95
+    assert float(out.x.max()) > 0.5
 
 
 def test_effective_temperature_formula():
