@@ -8,7 +8,9 @@ One ``torch.multiprocessing.spawn`` of two ranks (CPU, gloo) runs three things:
 2. the same run without the DistributedDataParallel wrapper (the deliberately broken variant);
 3. the same run stopped at step 8 and resumed at the same world size;
 4. a short run with the KL loss (gradients through differentiated sampler steps).
-The main process then resumes the 2-rank checkpoint of run 1 on a single rank.
+The main process then resumes the 2-rank checkpoint of run 1 on a single rank. A last test runs
+the README's command line: ``torchrun --nproc_per_node=2 -m mnist.train``, then a resume
+without torchrun.
 
 Assertions: θ is bitwise identical across ranks after every step (and is not without
 DDP); the 2-rank resume is bitwise; the fit improves (‖μ − μ*‖ shrinks by more than half: learning, not noise); the
@@ -20,8 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from unittest import mock
 
@@ -213,3 +218,33 @@ def test_buffer_reshard_covers_the_merged_buffer_once():
     assert mine is shards[1]
     # A single-process checkpoint (no shards) resumes unchanged in a single process.
     assert distributed.buffer_state_for_rank(merged, None, distributed.DistContext(), 1) is merged
+
+
+# -- the README's command line: torchrun, then a single-process resume ------------------------
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_torchrun_two_ranks_then_resume_on_one(tmp_path):
+    out = tmp_path / "ddp"
+    train_args = ["-m", "mnist.train", "--preset", "tiny", "--out", str(out)]
+    proc = _run(["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                 *train_args])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = load_checkpoint(out / "checkpoint.pt")
+    steps = int(state["step"])
+    assert steps >= 1 and len(state["buffer_shards"]) == 2  # both ranks' shards, one file
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, steps + 1))  # rank 0 alone writes
+
+    proc = _run([*train_args, "--resume", "--steps", str(steps + 2)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert int(load_checkpoint(out / "checkpoint.pt")["step"]) == steps + 2
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, steps + 3))
