@@ -19,15 +19,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from ebmref.samplers import langevin_coefficients
 from ebmref.validation import check_int_range, check_positive
-
-
-def langevin_coefficients(step_size: float, noise: float | None = None) -> tuple[float, float]:
-    """(drift a, noise variance s²) of the step x − a∇E + sξ for either parametrisation."""
-    check_positive(step_size, "step_size")
-    if noise is None:
-        return step_size / 2.0, step_size
-    return step_size, float(noise) ** 2
 
 
 def _sym(m: Tensor) -> Tensor:
@@ -38,7 +31,7 @@ def ula_stationary_covariance(precision: Tensor, step_size: float,
                               noise: float | None = None) -> Tensor:
     """C∞ = s²(I − A²)⁻¹ of ULA on a Gaussian with precision P; raises if A = I − aP is not a
     contraction (the chain diverges: a λ_max(P) ≥ 2)."""
-    a, s2 = langevin_coefficients(step_size, noise)
+    a, _, s2 = langevin_coefficients(step_size, noise)
     eye = torch.eye(precision.shape[-1], dtype=precision.dtype)
     A = eye - a * precision
     rho = float(torch.linalg.eigvalsh(_sym(A.detach())).abs().max())
@@ -52,7 +45,7 @@ def ula_gaussian_law(mu: Tensor, precision: Tensor, m0: Tensor, c0: Tensor, n_st
                      step_size: float, noise: float | None = None) -> tuple[Tensor, Tensor]:
     """Exact mean and covariance after n ULA steps from N(m₀, C₀) on N(μ, P⁻¹)."""
     check_int_range(n_steps, "n_steps", 0)
-    a, s2 = langevin_coefficients(step_size, noise)
+    a, _, s2 = langevin_coefficients(step_size, noise)
     eye = torch.eye(mu.shape[-1], dtype=mu.dtype)
     A = eye - a * precision
     An = torch.linalg.matrix_power(A, n_steps)
@@ -101,13 +94,18 @@ def grid(bounds: tuple[tuple[float, float], ...], n_points: int,
     return torch.stack([m.reshape(-1) for m in mesh], dim=-1), cell
 
 
+def simpson_weights(n_points: int, dim: int, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Tensor-product Simpson weights (1, 4, 2, 4, …, 4, 1)/3 per axis, flattened in the
+    order of :func:`grid`; multiply by the cell volume to integrate."""
+    w = torch.ones(n_points, dtype=dtype)
+    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
+    w = w / 3.0
+    return (w[:, None] * w[None, :]).reshape(-1) if dim == 2 else w
+
+
 def _log_simpson(log_f: Tensor, n_points: int, dim: int, cell: float) -> Tensor:
     """log ∫ f by the tensor-product Simpson rule, in log space."""
-    w1 = torch.ones(n_points, dtype=log_f.dtype)
-    w1[1:-1:2], w1[2:-1:2] = 4.0, 2.0
-    w = w1 / 3.0
-    if dim == 2:
-        w = (w[:, None] * w[None, :]).reshape(-1)
+    w = simpson_weights(n_points, dim, log_f.dtype)
     return torch.logsumexp(log_f + torch.log(w), 0) + math.log(cell)
 
 

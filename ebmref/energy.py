@@ -98,6 +98,23 @@ def _as_tensor(value, name: str, dtype: torch.dtype | None) -> Tensor:
     return t.clone()
 
 
+def gaussian_covariance(scale_tril: Tensor) -> Tensor:
+    """Σ = L Lᵀ with L the lower triangle of ``scale_tril``."""
+    L = torch.tril(scale_tril)
+    return L @ L.T
+
+
+def gaussian_precision(scale_tril: Tensor) -> Tensor:
+    """P = Σ⁻¹ = (L Lᵀ)⁻¹ from the Cholesky factor."""
+    return torch.cholesky_inverse(torch.tril(scale_tril))
+
+
+def gaussian_log_partition(scale_tril: Tensor) -> Tensor:
+    """log Z = ½ log det(2πΣ) = ½ d log 2π + Σᵢ log|Lᵢᵢ| of E(x) = ½(x − μ)ᵀΣ⁻¹(x − μ)."""
+    d = scale_tril.shape[-1]
+    return 0.5 * d * math.log(2 * math.pi) + torch.log(torch.diagonal(scale_tril).abs()).sum()
+
+
 class Gaussian(AnalyticEnergy):
     """E(x) = ½ (x − μ)ᵀ Σ⁻¹ (x − μ), so p_θ = N(μ, Σ) and log Z = ½ log det(2πΣ).
 
@@ -128,11 +145,11 @@ class Gaussian(AnalyticEnergy):
 
     @property
     def covariance(self) -> Tensor:
-        return self.L @ self.L.T
+        return gaussian_covariance(self.scale_tril)
 
     @property
     def precision(self) -> Tensor:
-        return torch.cholesky_inverse(self.L)
+        return gaussian_precision(self.scale_tril)
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_batch(x)
@@ -158,8 +175,7 @@ class Gaussian(AnalyticEnergy):
             return small_matmul(x - self.mu, self.precision)
 
     def log_partition(self) -> Tensor:
-        d = self.dim
-        return 0.5 * d * math.log(2 * math.pi) + torch.log(torch.diagonal(self.L).abs()).sum()
+        return gaussian_log_partition(self.scale_tril)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         check_positive(n, "n")

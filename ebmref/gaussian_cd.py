@@ -26,34 +26,18 @@ so that ∇L_NLL = positive − negative, ∇KL[q_θ^t ‖ p_θ] = kl_term + div
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from ebmref.analytic import gaussian_entropy, gaussian_kl, ou_transition_law, ula_gaussian_law
+from ebmref.energy import gaussian_covariance as covariance
+from ebmref.energy import gaussian_log_partition as log_partition
+from ebmref.energy import gaussian_precision as precision
 from ebmref.validation import check_choice, check_int_range, check_positive
 
 KERNELS = ("ou", "ula")
 Law = tuple[Tensor, Tensor]
 Grad = tuple[Tensor, Tensor]
-
-
-def covariance(scale_tril: Tensor) -> Tensor:
-    """Σ = L Lᵀ with L the lower triangle of ``scale_tril``."""
-    L = torch.tril(scale_tril)
-    return L @ L.T
-
-
-def precision(scale_tril: Tensor) -> Tensor:
-    """P = Σ⁻¹."""
-    return torch.cholesky_inverse(torch.tril(scale_tril))
-
-
-def log_partition(scale_tril: Tensor) -> Tensor:
-    """log Z_θ = ½ d log 2π + Σᵢ log|Lᵢᵢ|."""
-    d = scale_tril.shape[-1]
-    return 0.5 * d * math.log(2 * math.pi) + torch.log(torch.diagonal(scale_tril).abs()).sum()
 
 
 def expected_energy(mu: Tensor, scale_tril: Tensor, m: Tensor, c: Tensor) -> Tensor:

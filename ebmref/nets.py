@@ -1,10 +1,10 @@
 """Neural energies E_θ: (B, ...) → (B,) (paper §5.2, §8.3).
 
 * :class:`MLPEnergy` — a fully connected net for 1-D/2-D toy data (Swish/SiLU by default).
-* :class:`IGEBMEnergy` — the MNIST CNN of IGEBM (Du & Mordatch, 2019) as read from its code
-  (PEERS.md): 3×3 conv 1→64, three 4×4 stride-2 convs 64→64→128→256 (28→14→7→4 with
-  TensorFlow "SAME" padding), linear 4096→128, linear 128→1, leaky ReLU 0.2; optional spectral
-  normalisation of every conv/linear weight (§5.2.2).
+* :class:`IGEBMEnergy` — the MNIST CNN of IGEBM (Du & Mordatch, 2019) as read from its code:
+  3×3 conv 1→64, three 4×4 stride-2 convs 64→64→128→256 (28→14→7→4 with TensorFlow "SAME"
+  padding), linear 4096→128, linear 128→1, leaky ReLU 0.2; optional spectral normalisation of
+  every conv/linear weight (§5.2.2); ``width`` scales the channels (w, w, 2w, 4w).
 * :class:`MultiScaleEnergy` — the multi-scale product of experts of Du et al. (2020), §5.2.1:
   E(x) = Σ_s E_s(down_s(x)), one energy per resolution s.
 
@@ -76,28 +76,33 @@ def _same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 class IGEBMEnergy(Energy):
-    """IGEBM's MNIST energy (PEERS.md; paper §8.3), for square images (B, C, S, S), S = 28 default.
+    """IGEBM's MNIST energy (Du & Mordatch, 2019; paper §8.3) for square images (B, C, S, S).
 
-    conv3×3(C→64) → [conv4×4/2: 64→64, 64→128, 128→256] (SAME padding: 28→14→7→4) →
-    flatten (256·4·4 = 4096) → linear(4096→128) → linear(128→1); leaky ReLU(0.2) after every
-    layer but the last. ``spectral_norm=True`` wraps every conv and linear weight.
-    ``image_size`` other than 28 (e.g. the 14 and 7 of a multi-scale model) changes only the
-    flattened width (256·⌈S/8⌉²).
+    conv3×3(C→w) → [conv4×4/2: w→w, w→2w, 2w→4w] (SAME padding: 28→14→7→4) →
+    flatten (4w·⌈S/8⌉²) → linear(→128) → linear(128→1); leaky ReLU(0.2) after every layer but
+    the last. ``width`` w = 64 is the published network (64, 64, 128, 256 channels, a 4096-wide
+    flatten at S = 28); smaller widths keep the topology at a fraction of the cost (w = 16: about
+    1/16 per Langevin step, what makes CPU runs of §6 possible). ``spectral_norm=True`` wraps
+    every conv and linear weight; ``image_size`` other than 28 (e.g. the 14 and 7 of a
+    multi-scale model) changes only the flattened width.
     """
 
-    def __init__(self, spectral_norm: bool = False, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, spectral_norm: bool = False, in_channels: int = 1, image_size: int = 28,
+                 width: int = 64):
         super().__init__()
         check_int_range(in_channels, "in_channels", 1)
         check_int_range(image_size, "image_size", 1)
+        check_int_range(width, "width", 1)
         wrap = _spectral_norm if spectral_norm else (lambda m: m)
-        self.conv0 = wrap(nn.Conv2d(in_channels, 64, 3, padding=1))
+        w = width
+        self.conv0 = wrap(nn.Conv2d(in_channels, w, 3, padding=1))
         self.convs = nn.ModuleList([wrap(nn.Conv2d(cin, cout, 4, stride=2))
-                                    for cin, cout in ((64, 64), (64, 128), (128, 256))])
+                                    for cin, cout in ((w, w), (w, 2 * w), (2 * w, 4 * w))])
         sizes = [image_size]
         for _ in self.convs:
             sizes.append(math.ceil(sizes[-1] / 2))
         self._sizes = sizes
-        self.fc1 = wrap(nn.Linear(256 * sizes[-1] ** 2, 128))
+        self.fc1 = wrap(nn.Linear(4 * w * sizes[-1] ** 2, 128))
         self.fc2 = wrap(nn.Linear(128, 1))
         self.event_shape = (in_channels, image_size, image_size)
 

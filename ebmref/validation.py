@@ -1,5 +1,5 @@
 """Argument checks shared by the library: each raises ``ValueError`` naming the argument,
-the value it got and the allowed range (DESIGN.md, conventions)."""
+the value it got and the allowed range (the library's convention for bad arguments)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,28 @@ def check_int_range(value: int, name: str, low: int, high: int | None = None) ->
     if not ok:
         upper = "∞" if high is None else str(high)
         raise ValueError(f"{name}: must be an integer in [{low}, {upper}], got {value!r}")
+
+
+def check_bool(value: bool, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: must be a bool (true/false), got {value!r}")
+
+
+def check_pair(value, name: str, *, increasing: bool = False, low: float | None = None,
+               high_open: float | None = None) -> tuple[float, float]:
+    """Two finite numbers (a tuple, list or other sequence), returned as a tuple of floats;
+    ``increasing``: first < second; ``low`` ≤ each < ``high_open`` when given."""
+    ok = (not isinstance(value, (str, bytes)) and hasattr(value, "__len__") and len(value) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  for v in value))
+    if ok:
+        a, b = float(value[0]), float(value[1])
+        ok = ((not increasing or a < b) and (low is None or min(a, b) >= low)
+              and (high_open is None or max(a, b) < high_open))
+    if not ok:
+        rule = "low < high" if increasing else f"each in [{low}, {high_open})"
+        raise ValueError(f"{name}: expected two numbers ({rule}), got {value!r}")
+    return a, b
 
 
 def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ebmref.analytic import grid as make_grid
-from ebmref.analytic import log_partition_quadrature
+from ebmref.analytic import log_partition_quadrature, simpson_weights
 from ebmref.validation import check_int_range, check_positive
 from toy_problems.targets import Target
 
@@ -32,13 +32,6 @@ def as_float64_energy(energy: Callable[[Tensor], Tensor]) -> Callable[[Tensor], 
     return f
 
 
-def _simpson_weights(n_points: int, dim: int) -> Tensor:
-    w = torch.ones(n_points, dtype=torch.float64)
-    w[1:-1:2], w[2:-1:2] = 4.0, 2.0
-    w = w / 3.0
-    return (w[:, None] * w[None, :]).reshape(-1) if dim == 2 else w
-
-
 @dataclass
 class DensityGrid:
     """p_θ tabulated on a grid: ``mass`` sums to 1 (Simpson weight × cell × density)."""
@@ -49,7 +42,7 @@ class DensityGrid:
     log_weight: Tensor  # (N,) log(Simpson weight × cell volume)
     log_z: float
     log_z_error: float  # Simpson fine-vs-coarse estimate
-    leak: float  # log Z over a box twice as wide minus log Z over the box (mass outside ≈ 1−e^{−leak})
+    leak: float  # log Z on a box twice as wide minus log Z on the box (mass outside ≈ 1−e^{−leak})
     n_points: int
     bounds: tuple[tuple[float, float], ...]
 
@@ -76,7 +69,7 @@ def density_grid(energy: Callable[[Tensor], Tensor], bounds: tuple[tuple[float, 
     log_z_wide, _ = log_partition_quadrature(f, _expand(bounds, 2), n_points)
     pts, cell = make_grid(bounds, n_points)
     e = f(pts)
-    logw = torch.log(_simpson_weights(n_points, len(bounds))) + math.log(cell)
+    logw = torch.log(simpson_weights(n_points, len(bounds))) + math.log(cell)
     mass = torch.exp(logw - e - log_z)
     return DensityGrid(points=pts, energy=e, mass=mass, log_weight=logw, log_z=log_z,
                        log_z_error=err, leak=log_z_wide - log_z, n_points=n_points,

@@ -11,11 +11,12 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
+from ebmref.samplers import decoupled_noise, effective_temperature, langevin_coefficients
+
 from ebmref.analytic import (
     gaussian_entropy,
     gaussian_kl,
     grid,
-    langevin_coefficients,
     log_partition_quadrature,
     ou_transition_law,
     ula_gaussian_law,
@@ -31,10 +32,14 @@ C0 = torch.tensor([[0.3, 0.1], [0.1, 0.2]], dtype=F64)
 
 
 def test_langevin_coefficients():
-    assert langevin_coefficients(0.4) == (0.2, 0.4)  # eq. 1: drift λ/2, noise variance λ
-    assert langevin_coefficients(10.0, 0.005) == (10.0, 0.005**2)
+    # eq. 1: drift λ/2, noise √λ (variance λ); Du's step: drift α, noise σ (variance σ²)
+    assert langevin_coefficients(0.4) == (0.2, math.sqrt(0.4), 0.4)
+    assert langevin_coefficients(10.0, 0.005) == (10.0, 0.005, 0.005**2)
     with pytest.raises(ValueError, match="^step_size:"):
         langevin_coefficients(0.0)
+    # Du's σ for a temperature T inverts T = σ²/2α (α = 10, σ = 0.005: T = 1.25e-6)
+    assert effective_temperature(10.0, 0.005) == pytest.approx(1.25e-6, rel=1e-12)
+    assert decoupled_noise(10.0, 1.25e-6) == pytest.approx(0.005, rel=1e-12)
 
 
 @pytest.mark.parametrize("step,noise,n", [(0.4, None, 12), (0.2, 0.5, 9), (1.5, None, 7)],
