@@ -1,6 +1,7 @@
 """Memory and time of the KL loss against the number k of differentiated sampler steps (§5.4.2).
 
-x̃ = ``objectives.sample_for_kl(energy, x0, n_steps, k)`` keeps the graph of the last k
+x̃ = ``negatives.sample_negatives(...).x_diff`` (the training loop's KL chains) keeps the graph
+of the last k
 Langevin steps (create_graph=True), then ``kl_loss(energy, x̃)`` and ``backward()``. What must
 be held for the backward pass grows linearly in k; Du et al. (2020) use k = 1.
 
@@ -10,28 +11,24 @@ that autograd holds for the backward pass just before ``backward()`` (recorded w
 ``torch.autograd.graph.saved_tensors_hooks``), the part of the peak that grows with k
 (activations and double-backward buffers of every differentiated step).
 
-    python benchmarks/kl_memory.py                    # IGEBM CNN, 32 chains (Du's KL subset)
-    python benchmarks/kl_memory.py --ks 1 2 4 --chains 8
+    python -m benchmarks.kl_memory                    # IGEBM CNN, 32 chains (Du's KL subset)
+    python -m benchmarks.kl_memory --ks 1 2 4 --chains 8
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 import weakref
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import fmt, machine_info, markdown_table, sync
-
+from benchmarks._common import fmt, machine_info, markdown_table, sync
+from ebmref.config import KLConfig, SamplerConfig
+from ebmref.negatives import sample_negatives
 from ebmref.nets import IGEBMEnergy, MLPEnergy
-from ebmref.objectives import kl_loss, sample_for_kl
+from ebmref.objectives import kl_loss
 
 
 class SavedBytes:
@@ -77,9 +74,12 @@ def one(energy, x0, n_steps, k, step, noise, device):
     sync(device)
     t0 = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(meter.pack, meter.unpack):
-        x_diff = sample_for_kl(energy, x0, n_steps, k, step, noise, generator=g,
-                               grad_clip=0.01 if noise is not None else None,
-                               clamp=(0.0, 1.0) if noise is not None else None)
+        sampler = SamplerConfig(n_steps=n_steps, step_size=step, noise=noise,
+                                grad_clip=0.01 if noise is not None else None,
+                                clamp=(0.0, 1.0) if noise is not None else None)
+        x_diff = sample_negatives(energy, x0, sampler, KLConfig(weight=1.0,
+                                                                differentiable_steps=k),
+                                  generator=g).x_diff
         loss = kl_loss(energy, x_diff)
     gc.collect()
     saved = meter.alive_bytes()
@@ -93,12 +93,15 @@ def one(energy, x0, n_steps, k, step, noise, device):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", choices=["igebm", "mlp"], default="igebm")
-    p.add_argument("--chains", type=int, default=32)
-    p.add_argument("--n-steps", type=int, default=60)
-    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 5, 10, 20])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model", choices=["igebm", "mlp"], default="igebm",
+                   help="IGEBM CNN on 28×28 images (Du's sampler) or a 2-D MLP (eq. 1)")
+    p.add_argument("--chains", type=int, default=32, help="differentiated chains (Du: 32)")
+    p.add_argument("--n-steps", type=int, default=60, help="sampler steps per chain run")
+    p.add_argument("--ks", type=int, nargs="+", default=[1, 2, 5, 10, 20],
+                   help="numbers k of differentiated (last) sampler steps")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

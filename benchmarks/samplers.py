@@ -19,24 +19,18 @@ one warm-up round, then the median of ``--repeats`` interleaved rounds. Throughp
 chains·steps per second. torchebm lives only in the benchmark environment
 (benchmarks/README.md); without it that column is skipped.
 
-    python benchmarks/samplers.py                   # 1e3, 1e4, 1e5 chains
-    python benchmarks/samplers.py --chains 1000 --repeats 3
+    python -m benchmarks.samplers                   # 1e3, 1e4, 1e5 chains
+    python -m benchmarks.samplers --chains 1000 --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import fmt, interleaved_medians, machine_info, markdown_table
-
+from benchmarks._common import fmt, interleaved_medians, machine_info, markdown_table
 from ebmref.energy import Energy, Gaussian, GaussianMixture
 from ebmref.samplers import langevin, mala
 
@@ -162,14 +156,17 @@ def bench(energy_name, chains, n_steps, repeats, dtype, use_torchebm, clock_kind
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--chains", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    p.add_argument("--chains", type=int, nargs="+", default=[1_000, 10_000, 100_000],
+                   help="numbers of parallel chains")
     p.add_argument("--work", type=float, default=1e6,
                    help="chains·steps per timed run: steps = max(--steps, work / chains)")
     p.add_argument("--steps", type=int, default=10, help="minimum steps per timed run")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--energies", nargs="+", default=["mixture", "gaussian"])
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds")
+    p.add_argument("--energies", nargs="+", default=["mixture", "gaussian"],
+                   help="mixture: ring of 8 Gaussians; gaussian: correlated 2-D Gaussian")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="chain dtype")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--clock", choices=["cpu", "wall"], default="cpu",
                    help="cpu: process CPU time (steady on a shared machine, 1 thread); wall")
     p.add_argument("--no-torchebm", action="store_true", help="skip the torchebm column")
@@ -182,7 +179,8 @@ def main(argv=None):
             import torchebm
             tebm_note = f"torchebm {torchebm.__version__}"
         except ImportError:
-            use_tebm, tebm_note = False, "torchebm not installed: column skipped (benchmarks/README.md)"
+            use_tebm = False
+            tebm_note = "torchebm not installed: column skipped (benchmarks/README.md)"
     else:
         tebm_note = "torchebm column skipped (--no-torchebm)"
 

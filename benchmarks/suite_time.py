@@ -1,38 +1,39 @@
 """Wall time of the verification suite (``pytest verification/``, default selection: not slow).
 
-    python benchmarks/test_suite_time.py            # prints a one-row table
-    python benchmarks/test_suite_time.py -- -m slow # extra pytest arguments after --
+    python -m benchmarks.suite_time                     # prints a one-row table
+    python -m benchmarks.suite_time --pytest-args "-m slow"
 """
 
 from __future__ import annotations
 
+import argparse
 import re
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _common import machine_info, markdown_table
+from benchmarks._common import machine_info, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.suite_time",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--pytest-args", default="", help="extra pytest arguments, one quoted string")
+    args = p.parse_args(argv)
+    extra = shlex.split(args.pytest_args)
     # The project's environment runs its tests (the benchmark env may lack pytest).
     venv = ROOT / ".venv" / "bin" / "python"
     python = str(venv) if venv.exists() else sys.executable
-    cmd = [python, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider",
-           *extra]
+    cmd = [python, "-m", "pytest", "verification/", "-q", "-p", "no:cacheprovider", *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - t0
     tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
-    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)",
-                                                     tail)}
+    counts = {k: int(n) for n, k in re.findall(r"(\d+) (passed|failed|skipped|errors?)", tail)}
     print("## Verification suite wall time\n")
     print(f"Machine: {machine_info()}\n")
     print(markdown_table(["command", "wall time (s)", "passed", "failed", "skipped"],

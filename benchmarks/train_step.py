@@ -1,47 +1,41 @@
-"""One MNIST training iteration of the IGEBM recipe (PEERS.md: 60 Langevin steps, α = 10,
-σ = 0.005, gradient clip 0.01, clamp [0, 1], replay buffer, L2 = 1, Adam): ebmref against the
-eager loop that tutorials write (per step ``x.requires_grad_()``, ``torch.autograd.grad``,
-clip, clamp).
+"""One MNIST training iteration of the IGEBM recipe (Du & Mordatch 2019: 60 Langevin steps,
+α = 10, σ = 0.005, gradient clip 0.01, clamp [0, 1], replay buffer, L2 = 1, Adam): ebmref's
+:func:`ebmref.training.train_step` — the very step ``train()`` runs — against the eager loop
+that tutorials write (per step ``x.requires_grad_()``, ``torch.autograd.grad``, clip, clamp).
 
-Both sides use the same ``ebmref.nets.IGEBMEnergy`` weights, the same chain starts and batch,
-dtype and threads; the images are uniform noise (the cost of an iteration does not depend on
-pixel values), so no dataset is needed. Batch 128 on GPU, 16 on CPU by default. The optional
-``--compile`` adds a ``torch.compile``d energy (compiled in the warm-up round, not timed).
+Both sides use the same ``ebmref.nets.IGEBMEnergy`` weights, batch, dtype and threads, the same
+optimiser (Adam, lr 3e-4, no weight-gradient clipping); the images are uniform noise (the cost
+of an iteration does not depend on pixel values), so no dataset is needed. Batch 128 on GPU, 16
+on CPU by default. The optional ``--compile`` adds a ``torch.compile``d energy (compiled in the
+warm-up round, not timed).
 
-    python benchmarks/train_step.py --repeats 3
+    python -m benchmarks.train_step --repeats 3
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from _common import fmt, interleaved_medians, machine_info, markdown_table
-
-from ebmref.buffer import ReplayBuffer, UniformNoise
+from benchmarks._common import fmt, interleaved_medians, machine_info, markdown_table
+from ebmref.config import TrainConfig, with_overrides
 from ebmref.nets import IGEBMEnergy
-from ebmref.objectives import contrastive_loss
-from ebmref.samplers import langevin
+from ebmref.training import TrainState, train_step
 
-N_STEPS, STEP, NOISE, CLIP, L2 = 60, 10.0, 0.005, 0.01, 1.0
+N_STEPS, STEP, NOISE, CLIP, L2, LR = 60, 10.0, 0.005, 0.01, 1.0, 3e-4
 
 
-def ebmref_iteration(energy, opt, buffer, x_pos, g):
-    x0, _ = buffer.sample(x_pos.shape[0], g)
-    x_neg = langevin(energy, x0, N_STEPS, STEP, NOISE, generator=g, grad_clip=CLIP,
-                     clamp=(0.0, 1.0)).x
-    buffer.push(x_neg, g)
-    loss = contrastive_loss(energy(x_pos), energy(x_neg), L2)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+def ebmref_state(energy, batch: int, device: str) -> TrainState:
+    """The IGEBM recipe as a TrainConfig (its defaults), on the benchmark's optimiser."""
+    cfg = with_overrides(TrainConfig(), {
+        "sampler.n_steps": N_STEPS, "sampler.step_size": STEP, "sampler.noise": NOISE,
+        "sampler.grad_clip": CLIP, "optim.l2": L2, "optim.lr": LR, "optim.max_grad_norm": None,
+        "run.batch_size": batch, "run.device": device, "run.progress": False})
+    state = TrainState.create(energy, cfg)
+    state.ensure_buffer((1, 28, 28))
+    return state
 
 
 def tutorial_iteration(model, opt, store, x_pos, g):
@@ -49,7 +43,8 @@ def tutorial_iteration(model, opt, store, x_pos, g):
     idx = torch.randint(0, store.shape[0], (x_pos.shape[0],), generator=g, device=x_pos.device)
     x = store[idx]
     fresh = torch.rand(x.shape, generator=g, device=x.device)
-    keep = (torch.rand(x.shape[0], generator=g, device=x.device) > 0.05).float()[:, None, None, None]
+    keep = (torch.rand(x.shape[0], generator=g, device=x.device) > 0.05).float()
+    keep = keep[:, None, None, None]
     x = keep * x + (1 - keep) * fresh
     for p in model.parameters():
         p.requires_grad_(False)
@@ -72,11 +67,13 @@ def tutorial_iteration(model, opt, store, x_pos, g):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p = argparse.ArgumentParser(prog="python -m benchmarks.train_step",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                   help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch", type=int, default=None, help="128 on GPU, 16 on CPU")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--compile", action="store_true", help="also time a torch.compile'd energy")
     p.add_argument("--clock", choices=["cpu", "wall"], default=None,
                    help="default: process CPU time on CPU (shared machines), wall time on GPU")
@@ -89,24 +86,18 @@ def main(argv=None):
     base = IGEBMEnergy().to(dev)
     x_pos = torch.rand(batch, 1, 28, 28, device=dev)
 
-    def setup(model):
-        opt = torch.optim.Adam(model.parameters(), lr=3e-4, betas=(0.0, 0.999))
-        return model, opt
-
-    m1, o1 = setup(copy.deepcopy(base))
-    buf = ReplayBuffer(10_000, "noise", 0.05, noise_fn=UniformNoise((1, 28, 28), device=dev),
-                       device=dev)
-    m2, o2 = setup(copy.deepcopy(base))
+    s1 = ebmref_state(copy.deepcopy(base), batch, dev)
+    m2 = copy.deepcopy(base)
+    o2 = torch.optim.Adam(m2.parameters(), lr=LR, betas=(0.0, 0.999))
     store = torch.rand(10_000, 1, 28, 28, device=dev)
-    fns = {"ebmref": lambda: ebmref_iteration(m1, o1, buf, x_pos, g),
+    fns = {"ebmref": lambda: train_step(s1, x_pos),
            "tutorial": lambda: tutorial_iteration(m2, o2, store, x_pos, g)}
     if args.compile:
-        m3, o3 = setup(copy.deepcopy(base))
+        m3 = copy.deepcopy(base)
         # energy_and_grad calls self(x) → forward: compile the bound method (no recursion).
         m3.forward = torch.compile(m3.forward)
-        buf3 = ReplayBuffer(10_000, "noise", 0.05,
-                            noise_fn=UniformNoise((1, 28, 28), device=dev), device=dev)
-        fns["ebmref + torch.compile"] = lambda: ebmref_iteration(m3, o3, buf3, x_pos, g)
+        s3 = ebmref_state(m3, batch, dev)
+        fns["ebmref + torch.compile"] = lambda: train_step(s3, x_pos)
     clock_kind = args.clock or ("wall" if dev.startswith("cuda") else "cpu")
     t = interleaved_medians(fns, args.repeats, dev, warmup=1, clock_kind=clock_kind)
     rows = [[k, str(batch), fmt(v), fmt(batch * N_STEPS / v), fmt(t["tutorial"] / v)]

@@ -16,7 +16,7 @@ The buffer is filled to ``capacity`` on the first :meth:`ReplayBuffer.sample` (n
 from ``data``). Chain ends go back with :meth:`ReplayBuffer.push`: ``"fifo"`` overwrites the
 oldest entries, ``"reservoir"`` keeps a uniform sample of everything ever pushed (reservoir
 sampling, Du et al. 2020). Entries are stored as floating-point tensors on ``device`` (never as
-uint8: Du et al. 2020's uint8 buffer wraps MNIST values around, PEERS.md).
+uint8: a uint8 buffer, as in Du et al. (2020)'s code, wraps MNIST values around).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Atomic, self-describing training checkpoints (DESIGN.md conventions).
+"""Atomic, self-describing training checkpoints.
 
 A checkpoint is a dict of tensors and plain values saved with ``torch.save`` and loaded with
 ``torch.load(..., weights_only=True)`` (no pickled code runs on load). It is first written to a
@@ -64,10 +64,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/...
+        first = str(exc).splitlines()[0] if str(exc) else ""
         raise CheckpointError(
             f"checkpoint {path}: cannot be read as a torch checkpoint (corrupted, truncated or "
-            f"not a torch file): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
+            f"not a torch file): {type(exc).__name__}: {first}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path}: not an ebmref checkpoint (format tag "
                               f"{state.get('format') if isinstance(state, dict) else None!r}, "

@@ -1,4 +1,4 @@
-"""Multi-process data-parallel training with ``torch.distributed`` (issue #7).
+"""Multi-process data-parallel training with ``torch.distributed``.
 
 Launch any training entry point with ``torchrun --nproc_per_node=N -m mnist.train ...``:
 torchrun sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and

@@ -4,15 +4,15 @@
   −E_neg[E_θ] (eq. 3), plus Du & Mordatch's L2 regulariser on the energies. One function serves
   maximum likelihood and contrastive divergence: what decides is where the negative chains start
   (noise / a persistent buffer → NLL, the data → CD; §5.1).
-* :func:`cd_k` — CD*-k (§4.4): chains started at the data, k Langevin steps, KL term dropped.
 * :func:`frozen_energy` — E_Ω(θ)(x): the energy with its parameters treated as constants, so a
   loss on it reaches θ only through x (the samples' dependence on θ, §4.2 and §5.4.1).
 * :func:`kl_loss` — the auxiliary KL loss of Du et al. (2020) with a sign switch:
   ``sign="du2020"`` (published) minimises KL[q_θ^t ‖ p_Ω(θ)] = E_q[E_Ω] − H(q) + log Z_Ω;
   ``sign="cd"`` is L_KL = −KL[q_θ^t ‖ p_Ω(θ)] = H(q) − E_q[E_Ω] − log Z_Ω, the term CD requires
   (§4.2, §5.4.1; claims C22, C23).
-* :func:`sample_for_kl` — the differentiable chain the KL loss needs: K steps, the last k with a
-  graph (k = 1 is Du et al. 2020's choice, §5.4.2).
+
+The chains themselves come from :func:`ebmref.negatives.sample_negatives` (CD-k when they start
+at the data, §4.4; the differentiable chain ends x̃ the KL loss needs, §5.4.2).
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from torch.func import functional_call
 
 from ebmref.energy import Energy
 from ebmref.entropy import kozachenko_leonenko, nearest_neighbour_surrogate
-from ebmref.samplers import langevin
 from ebmref.validation import check_choice, check_int_range, check_nonnegative
 
 KL_SIGNS = ("du2020", "cd")
@@ -53,24 +52,6 @@ def contrastive_loss(e_pos: Tensor, e_neg: Tensor, l2: float = 0.0) -> Tensor:
     return loss
 
 
-def cd_k(energy: Energy, x_data: Tensor, k: int, step_size: float, noise: float | None = None,
-         *, generator: torch.Generator | None, l2: float = 0.0, **langevin_kwargs) -> Tensor:
-    """CD*-k loss (§4.4): L₊ + L_d with q_θ^k from k Langevin steps started at ``x_data``.
-
-    The negatives are detached, i.e. the KL term ∂/∂θ KL[q_θ^k ‖ p_Ω] is dropped; this update
-    is not the gradient of any function (claim C15). Extra keyword arguments go to
-    :func:`ebmref.samplers.langevin` (grad_clip, clamp, transition, ...).
-    """
-    check_int_range(k, "k", 1)
-    if langevin_kwargs.get("differentiable_steps", 0):
-        raise ValueError("differentiable_steps: CD* detaches the chains (KL term dropped); use "
-                         f"kl_loss for the KL term, got {langevin_kwargs['differentiable_steps']}")
-    langevin_kwargs.pop("differentiable_steps", None)
-    x_neg = langevin(energy, x_data, k, step_size, noise, generator=generator,
-                     **langevin_kwargs).x.detach()
-    return contrastive_loss(energy(x_data), energy(x_neg), l2)
-
-
 def frozen_energy(energy: Energy, x: Tensor) -> Tensor:
     """E_Ω(θ)(x): ``energy`` evaluated with detached copies of its parameters and buffers.
 
@@ -80,23 +61,6 @@ def frozen_energy(energy: Energy, x: Tensor) -> Tensor:
     frozen = {name: p.detach() for name, p in energy.named_parameters()}
     frozen.update({name: b.detach() for name, b in energy.named_buffers()})
     return functional_call(energy, frozen, (x,))
-
-
-def sample_for_kl(energy: Energy, x0: Tensor, n_steps: int, k: int, step_size: float,
-                  noise: float | None = None, *, generator: torch.Generator | None,
-                  **langevin_kwargs) -> Tensor:
-    """x̃ = K = ``n_steps`` Langevin steps from ``x0``, the last ``k`` differentiated (1 ≤ k ≤ K).
-
-    The output carries the graph of ∇ₓE_θ in those k steps, so a loss on it reaches θ through
-    the sampler (§5.4.2). Du et al. (2020) use k = 1; k = K back-propagates through the chain.
-    """
-    check_int_range(n_steps, "n_steps", 1)
-    check_int_range(k, "k", 1, n_steps)
-    if "differentiable_steps" in langevin_kwargs:
-        raise ValueError("differentiable_steps: set it through k, got "
-                         f"{langevin_kwargs['differentiable_steps']}")
-    return langevin(energy, x0, n_steps, step_size, noise, generator=generator,
-                    differentiable_steps=k, **langevin_kwargs).x
 
 
 def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_weight: float = 0.0,
@@ -115,14 +79,16 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
 
     Args:
         energy: E_θ; evaluated frozen (:func:`frozen_energy`), so θ is reached only via x̃.
-        x_diff: output of :func:`sample_for_kl` / ``langevin(..., differentiable_steps≥1)``.
+        x_diff: chain ends with a graph to θ (``Negatives.x_diff`` of
+            :func:`ebmref.negatives.sample_negatives`, or
+            ``langevin(..., differentiable_steps≥1)``).
         entropy_weight: w ≥ 0 (Du et al. 2020: 0.3 with ``entropy="nn"``).
         reference: neighbours for the entropy estimate (Du: 100 replay-buffer samples);
             ``None`` uses the other points of ``x_diff``.
         entropy: ``"nn"`` Du's surrogate mean log NN distance (entropy/d up to a constant);
             ``"kl"`` the Kozachenko–Leonenko estimate in nats (:mod:`ebmref.entropy`).
-        k: the neighbour order of the Kozachenko–Leonenko estimator (``entropy="kl"``);
-            the number of differentiated sampler steps is chosen in :func:`sample_for_kl`.
+        k: the neighbour order of the Kozachenko–Leonenko estimator (``entropy="kl"``), not the
+            number of differentiated sampler steps (``KLConfig.differentiable_steps``).
         min_distance: floor on nearest-neighbour distances, so chains tied exactly (clamped
             to a box, or equal in float32) do not make the entropy term −∞.
     """
@@ -137,9 +103,9 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
         raise ValueError(f"x_diff: expected chain states (B, ...), got shape "
                          f"{getattr(x_diff, 'shape', None)}")
     if torch.is_grad_enabled() and not x_diff.requires_grad:
-        # A detached x̃ gives the KL loss no gradient at all (the bug PEERS.md notes in
-        # improved CD's "backprop through all steps" flag).
-        raise ValueError("x_diff: carries no graph to θ; produce it with sample_for_kl or "
+        # A detached x̃ gives the KL loss no gradient at all, silently (published code that
+        # detaches the chain before the loss has this bug).
+        raise ValueError("x_diff: carries no graph to θ; produce it with sample_negatives or "
                          "langevin(..., differentiable_steps >= 1)")
     e_term = frozen_energy(energy, x_diff).mean()
     if entropy_weight > 0:

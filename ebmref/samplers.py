@@ -17,16 +17,15 @@ Parametrisations of the Langevin step
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from ebmref.energy import Energy, Gaussian, row_sum
+from ebmref.transitions import Transition
 from ebmref.validation import check_finite, check_int_range, check_nonnegative, check_positive
-
-Transition = Callable[[Tensor, torch.Generator | None], Tensor]
 
 
 @dataclass
@@ -39,11 +38,38 @@ class SamplerOutput:
     acceptance: Tensor | None = None
 
 
+class LangevinCoefficients(NamedTuple):
+    """The step x ← x − a∇ₓE(x) + s ξ: drift a, noise standard deviation s and variance s²."""
+
+    drift: float
+    noise_std: float
+    noise_var: float
+
+
+def langevin_coefficients(step_size: float, noise: float | None = None) -> LangevinCoefficients:
+    """(a, s, s²) of either parametrisation: eq. 1 (``noise=None``) a = λ/2, s = √λ, s² = λ;
+    Du's decoupled step (``noise=σ``) a = α, s = σ, s² = σ². Used by ULA, MALA and the exact
+    Gaussian laws of :mod:`ebmref.analytic`."""
+    check_positive(step_size, "step_size")
+    if noise is None:
+        return LangevinCoefficients(step_size / 2.0, math.sqrt(step_size), step_size)
+    check_nonnegative(noise, "noise")
+    return LangevinCoefficients(step_size, float(noise), float(noise) ** 2)
+
+
 def effective_temperature(step_size: float, noise: float) -> float:
     """T = σ² / (2α) of the decoupled Langevin step x − α∇E + σξ (paper §5.3.1)."""
     check_positive(step_size, "step_size")
     check_positive(noise, "noise")
     return noise**2 / (2.0 * step_size)
+
+
+def decoupled_noise(step_size: float, temperature: float) -> float:
+    """σ = √(2αT): the noise of Du's step x − α∇E + σξ that samples at temperature T (the
+    inverse of :func:`effective_temperature`)."""
+    check_positive(step_size, "step_size")
+    check_positive(temperature, "temperature")
+    return math.sqrt(2.0 * step_size * temperature)
 
 
 def _check_common(x0: Tensor, n_steps: int, record_every: int) -> None:
@@ -90,12 +116,7 @@ def langevin(
         record_every: keep the state every r steps (0: no trajectory).
     """
     _check_common(x0, n_steps, record_every)
-    check_positive(step_size, "step_size")
-    if noise is None:
-        drift, noise_std = step_size / 2.0, math.sqrt(step_size)
-    else:
-        check_nonnegative(noise, "noise")
-        drift, noise_std = step_size, float(noise)
+    drift, noise_std, _ = langevin_coefficients(step_size, noise)
     if grad_clip is not None:
         check_positive(grad_clip, "grad_clip")
     if clamp is not None and not (len(clamp) == 2 and clamp[0] < clamp[1]):
@@ -132,8 +153,9 @@ def langevin(
 
 def mala_log_proposal(y: Tensor, x: Tensor, grad_x: Tensor, step_size: float) -> Tensor:
     """log q(y | x) up to a constant for the proposal y ~ N(x − (λ/2)∇E(x), λI), shape (B,)."""
-    diff = (y - x + 0.5 * step_size * grad_x).flatten(1)
-    return -(diff * diff).sum(-1) / (2.0 * step_size)
+    c = langevin_coefficients(step_size)
+    diff = (y - x + c.drift * grad_x).flatten(1)
+    return -(diff * diff).sum(-1) / (2.0 * c.noise_var)
 
 
 _INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -178,16 +200,15 @@ def mala(
     Returns the per-chain acceptance rate in ``acceptance``.
     """
     _check_common(x0, n_steps, record_every)
-    check_positive(step_size, "step_size")
+    drift, sqrt_step, _ = langevin_coefficients(step_size)
     x = x0.detach()
     e_x, g_x = energy.energy_and_grad(x)
     n_accepted = torch.zeros(x.shape[0], dtype=torch.int32, device=x.device)
     frames = [x] if record_every else []
-    sqrt_step = math.sqrt(step_size)
     c = 0.5 * sqrt_step
     for t in range(n_steps):
         xi = _noise(x, generator)
-        y = torch.add(x, g_x, alpha=-0.5 * step_size).add_(xi, alpha=sqrt_step)
+        y = torch.add(x, g_x, alpha=-drift).add_(xi, alpha=sqrt_step)
         e_y, g_y = energy.energy_and_grad(y)
         # log q(x|y) − log q(y|x) of mala_log_proposal without forming x − y: with
         # y − x + (λ/2)∇E(x) = √λ ξ and s = ∇E(x) + ∇E(y), c = √λ/2,
@@ -223,7 +244,7 @@ def ornstein_uhlenbeck(
     with τ = λ/2.
     """
     if not isinstance(energy, Gaussian):
-        raise ValueError(f"energy: the exact OU transition needs a Gaussian, got {type(energy)}")  # noqa: TRY004 (ValueError by convention)
+        raise ValueError(f"energy: the exact OU transition needs a Gaussian, got {type(energy)}")
     _check_common(x0, n_steps, record_every)
     check_positive(tau, "tau")
     with torch.no_grad():

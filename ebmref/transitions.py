@@ -16,6 +16,7 @@ let chains "teleport", not p_θ-invariant kernels.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -23,6 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ebmref.validation import check_int_range, check_nonnegative, check_probability
+
+Transition = Callable[[Tensor, torch.Generator | None], Tensor]
+"""A move on a batch of chain states, ``(x, generator) → x``."""
 
 
 def _seed_from(generator: torch.Generator | None) -> int:
@@ -233,3 +237,15 @@ class SymmetryMove:
     def __repr__(self) -> str:
         return f"SymmetryMove(group of {self.group.shape[0]} maps in R^{self.group.shape[1]}, " \
                f"prob={self.prob})"
+
+
+class Clamped:
+    """transition followed by clamping to the (low, high) box: chain states live in the clamp
+    box, and a transition (e.g. a cubic-spline elastic deformation, which overshoots) must not
+    carry them out of it."""
+
+    def __init__(self, transition: Transition, clamp: tuple[float, float]):
+        self.transition, self.clamp = transition, clamp
+
+    def __call__(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        return self.transition(x, generator).clamp(self.clamp[0], self.clamp[1])

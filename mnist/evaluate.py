@@ -30,8 +30,8 @@ from torch import Tensor
 from mnist.classifier import load_or_train_classifier
 from mnist.data import MNISTData, add_data_arguments, data_from_args
 from mnist.metrics import classify, mean_energy, sample_metrics, trajectory_metrics
+from mnist.runs import load_chains, load_trained
 
-CHAINS_NAME = "chains.pt"
 METRICS_NAME = "metrics.json"
 
 
@@ -82,21 +82,6 @@ class Evaluator:
         return out
 
 
-def save_chains(out_dir: Path, trajectory: Tensor, meta: dict,
-                start_labels: Tensor | None = None) -> Path:
-    """Frames as float16 (values in [0, 1]; 3 significant digits are plenty for metrics)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / CHAINS_NAME
-    torch.save({"trajectory": trajectory.detach().to("cpu", torch.float16).contiguous(),
-                "start_labels": None if start_labels is None else start_labels.cpu(),
-                "meta": meta}, path)
-    return path
-
-
-def load_chains(sample_dir: Path) -> dict:
-    return torch.load(Path(sample_dir) / CHAINS_NAME, map_location="cpu", weights_only=True)
-
-
 def evaluate_sample_dir(evaluator: Evaluator, sample_dir: Path, energy=None) -> dict:
     chains = load_chains(sample_dir)
     meta = chains["meta"]
@@ -133,8 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classifier-epochs", type=int, default=8)
     add_data_arguments(parser)
     args = parser.parse_args(argv)
-    from mnist.train import load_trained
-
     train, heldout = data_from_args(args, "train"), data_from_args(args, "heldout")
     ev = Evaluator(train, heldout, args.classifier, args.classifier_epochs)
     if args.reference:

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from mnist.evaluate import CHAINS_NAME, METRICS_NAME, load_chains, summary_row
+from mnist.evaluate import METRICS_NAME, summary_row
+from mnist.runs import CHAINS_NAME, load_chains
 
 # figure name -> list of (sample-set name, chain index, caption)
 FIGURES: dict[str, list[tuple[str, int, str]]] = {
@@ -62,9 +63,9 @@ def make_figure(samples_dir: Path, rows: list[tuple[str, int, str]], out: Path,
         if chain >= traj.shape[1]:
             continue
         tiles.append(chain_row(traj, chain, n_cols))
-        meta = chains["meta"]
-        captions.append(f"{caption} ({name}, chain {chain}: {meta['n_steps']} steps, "
-                        f"noise {meta['noise']}, elastic every {meta['elastic_every']})")
+        s = chains["meta"]["sampler"]
+        captions.append(f"{caption} ({name}, chain {chain}: {s['n_steps']} steps, "
+                        f"noise {s['noise']}, elastic every {s['transition_every']})")
     if not tiles:
         return None
     n = min(t.shape[0] for t in tiles)
@@ -92,7 +93,8 @@ def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
         m = json.loads((d / METRICS_NAME).read_text())
         row, s = summary_row(m), m["sampling"]
         model = Path(s["run"]).name
-        vals = [d.name, model, s["init"], s["n_steps"], s["noise"], s["elastic_every"]]
+        vals = [d.name, model, s["init"], s["sampler"]["n_steps"], s["sampler"]["noise"],
+                s["sampler"]["transition_every"]]
         vals += [row.get(c, math.nan) for c in cols]
         lines.append("| " + " | ".join(_fmt(v) for v in vals) + " |")
     if reference is not None:

@@ -74,7 +74,8 @@ def switches_per_1k(traj_probs: Tensor, steps_per_frame: int,
     """
     check_int_range(steps_per_frame, "steps_per_frame", 1)
     if traj_probs.ndim != 3 or traj_probs.shape[0] < 2:
-        raise ValueError(f"traj_probs: expected (T >= 2, B, classes), got {tuple(traj_probs.shape)}")
+        raise ValueError(f"traj_probs: expected (T >= 2, B, classes), "
+                         f"got {tuple(traj_probs.shape)}")
     t, b, _ = traj_probs.shape
     labels = traj_probs.argmax(-1)
     total_steps = (t - 1) * steps_per_frame

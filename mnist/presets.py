@@ -1,11 +1,11 @@
 """Training presets of the section-6 experiments and the command-line mapping onto them.
 
-A run is a :class:`ebmref.training.TrainConfig` (the library's training loop, every field) plus a
+A run is a :class:`ebmref.config.TrainConfig` (the library's training loop, every field) plus a
 :class:`ModelConfig` (which energy network, which transition). A preset sets some fields of
-both; the command line can override *any* field (``--field value``), the parser being generated
-from the two dataclasses.
+both; the command line can override *any* field (``--sampler.n-steps 30``, ``--model.width 16``),
+the parser being generated from the two dataclasses (:mod:`ebmref.cli`).
 
-Presets (PEERS.md and paper §6):
+Presets (paper §6 and the published IGEBM / Du et al. 2020 code):
 
 * ``nll`` — IGEBM (Du & Mordatch 2019) on MNIST: buffer of 10k noise images, 5 % re-initialised
   to noise at each read (NLL, §5.1.1), 60 Langevin steps x − 10∇E + 0.005ξ with ∇ clipped to
@@ -13,7 +13,7 @@ Presets (PEERS.md and paper §6):
 * ``true_cd`` — §6.1: the buffer starts from data and 10 % of every read is re-picked from the
   dataset; nothing else changed (no tricks).
 * ``kl_cd_sign`` — §6.1's second experiment: ``true_cd`` plus the KL loss with the sign CD
-  requires (``kl_sign="cd"``, weight 1, last step differentiated on 32 chains).
+  requires (``kl.sign="cd"``, weight 1, last step differentiated on 32 chains).
 * ``du2020`` — Du et al. (2020)'s tricks on the NLL buffer: KL loss with the published sign
   (``"du2020"``, last step differentiated on 32 chains as Du et al.'s MNIST code) and the
   −0.3·mean log NN entropy term against 100 buffer samples, random-crop
@@ -21,22 +21,20 @@ Presets (PEERS.md and paper §6):
   Adam β=(0, .9) lr 2e-4. The sampler stays IGEBM's (step 10, noise 0.005) so that only the
   tricks differ from ``nll``.
 * ``elastic`` — §6.3: ``nll`` plus an elastic deformation of every image read from the buffer
-  (at test time ``mnist.sample --elastic-every 100``).
+  (at test time ``mnist.sample --sampler.transition-every 100``).
 * ``tiny`` — seconds on a CPU (tests, smoke runs): narrow net, 4 sampler steps, 3 updates.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import types
-import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ebmref.training import TrainConfig
-from ebmref.transitions import Augment, GridElasticDeform
+from ebmref.cli import add_config_arguments
+from ebmref.config import FLAT_NAMES, TrainConfig, with_overrides
+from ebmref.transitions import Augment, ElasticDeform, GridElasticDeform
 from ebmref.validation import check_choice, check_int_range, check_nonnegative
-from mnist.models import ARCHS, build_energy
+from mnist.models import ARCH_ALIASES, ARCHS, build_energy
 
 TRANSITIONS = ("none", "elastic", "elastic_cpu", "augment")
 
@@ -45,11 +43,12 @@ TRANSITIONS = ("none", "elastic", "elastic_cpu", "augment")
 class ModelConfig:
     """The energy network and the transition used by a run.
 
-    arch: ``"igebm"`` (the paper's net), ``"igebm_narrow"`` (same topology, ``width`` channels),
-        ``"multiscale_narrow"`` (sum over 28/14/7 resolutions, §5.2.1).
-    transition: ``"elastic"`` (batched grid_sample on the run's device, :class:`ebmref.transitions.GridElasticDeform`),
-        ``"elastic_cpu"`` (``ebmref.transitions.ElasticDeform``, elasticdeform on the CPU),
-        ``"augment"`` (random crops, ``ebmref.transitions.Augment``) or ``"none"``.
+    arch: ``"igebm"`` (the paper's net at width 64, same topology at other ``width``s),
+        ``"multiscale"`` (sum over 28/14/7 resolutions, §5.2.1).
+    transition: ``"elastic"`` (batched grid_sample on the run's device,
+        :class:`ebmref.transitions.GridElasticDeform`), ``"elastic_cpu"`` (elasticdeform on the
+        CPU, :class:`ebmref.transitions.ElasticDeform`), ``"augment"`` (random crops,
+        :class:`ebmref.transitions.Augment`) or ``"none"``.
     elastic_sigma / elastic_points: displacement std (pixels) and control grid size.
     crop_scale_low: smallest crop area fraction of ``"augment"``.
     bf16: run the training loop under CUDA bf16 autocast (off by default: not measured here).
@@ -65,6 +64,7 @@ class ModelConfig:
     bf16: bool = False
 
     def __post_init__(self):
+        self.arch = ARCH_ALIASES.get(self.arch, self.arch)
         check_choice(self.arch, "arch", ARCHS)
         check_int_range(self.width, "width", 1)
         check_choice(self.transition, "transition", TRANSITIONS)
@@ -77,8 +77,6 @@ class ModelConfig:
         return build_energy(self.arch, self.width, self.spectral_norm)
 
     def build_transition(self):
-        from ebmref.transitions import ElasticDeform
-
         if self.transition == "elastic":
             return GridElasticDeform(self.elastic_sigma, self.elastic_points)
         if self.transition == "elastic_cpu":
@@ -88,89 +86,62 @@ class ModelConfig:
         return None
 
 
-PRESETS: dict[str, dict[str, dict]] = {
-    "nll": {"train": {}, "model": {}},
-    "true_cd": {"train": {"init": "true_cd", "data_fraction": 0.1}, "model": {}},
-    "kl_cd_sign": {"train": {"init": "true_cd", "data_fraction": 0.1, "kl_weight": 1.0,
-                             "kl_sign": "cd", "kl_steps": 1, "kl_chains": 32}, "model": {}},
-    "du2020": {"train": {"kl_weight": 1.0, "kl_sign": "du2020", "kl_steps": 1, "kl_chains": 32,
-                         "entropy_weight": 0.3, "entropy_reference": 100,
-                         "reinit_prob": 0.001, "replacement": "reservoir",
-                         "transition_on_read": True, "lr": 2e-4, "betas": (0.0, 0.9)},
-               "model": {"transition": "augment"}},
-    "elastic": {"train": {"transition_on_read": True}, "model": {"transition": "elastic"}},
-    "tiny": {"train": {"steps": 3, "batch_size": 8, "buffer_size": 64, "n_steps": 4,
-                       "log_every": 1, "ckpt_every": 2, "progress": False, "device": "cpu"},
-             "model": {"arch": "igebm_narrow", "width": 4}},
+@dataclass
+class RunSpec:
+    """What a preset configures: the training loop (every field) and the model."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+_KL = {"kl.weight": 1.0, "kl.differentiable_steps": 1, "kl.n_chains": 32}
+PRESETS: dict[str, dict[str, object]] = {
+    "nll": {},
+    "true_cd": {"buffer.init": "true_cd", "buffer.data_fraction": 0.1},
+    "kl_cd_sign": {"buffer.init": "true_cd", "buffer.data_fraction": 0.1, **_KL,
+                   "kl.sign": "cd"},
+    "du2020": {**_KL, "kl.sign": "du2020", "kl.entropy_weight": 0.3, "kl.entropy_reference": 100,
+               "buffer.reinit_prob": 0.001, "buffer.replacement": "reservoir",
+               "buffer.transition_on_read": True, "optim.lr": 2e-4, "optim.betas": (0.0, 0.9),
+               "model.transition": "augment"},
+    "elastic": {"buffer.transition_on_read": True, "model.transition": "elastic"},
+    "tiny": {"run.n_updates": 3, "run.batch_size": 8, "buffer.size": 64, "sampler.n_steps": 4,
+             "run.log_every": 1, "run.ckpt_every": 2, "run.progress": False, "run.device": "cpu",
+             "model.arch": "igebm", "model.width": 4},
 }
-
-
-def _parse(hint, text: str):
-    """Parse ``text`` as a value of the (resolved) type ``hint`` of a dataclass field."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if text.strip().lower() in ("none", "null", "off"):
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _parse(inner[0], text)
-    if origin is tuple:
-        parts = [p for p in text.replace("(", "").replace(")", "").split(",") if p.strip()]
-        if len(parts) != len(args):
-            raise argparse.ArgumentTypeError(f"expected {len(args)} comma-separated values, "
-                                             f"got {text!r}")
-        return tuple(_parse(a, p) for a, p in zip(args, parts))
-    if hint is bool:
-        low = text.strip().lower()
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
-    if hint is int:
-        return int(text)
-    if hint is float:
-        return float(text)
-    return text
-
-
-def _field_help(f: dataclasses.Field, hint) -> str:
-    return f"{getattr(hint, '__name__', str(hint))} (default {f.default!r} before presets)"
-
-
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls, title: str) -> None:
-    """One ``--field`` option per field of the dataclass ``cls`` (absent: not in the namespace)."""
-    group = parser.add_argument_group(title)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        group.add_argument(f"--{f.name}", dest=f"cfg_{f.name}", default=argparse.SUPPRESS,
-                           type=lambda s, h=hint: _parse(h, s),
-                           metavar=f.name.upper(), help=_field_help(f, hint))
-
-
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One ``--field`` option per field of TrainConfig and ModelConfig (default: preset's)."""
-    add_dataclass_arguments(parser, TrainConfig, "training (ebmref.training.TrainConfig)")
-    add_dataclass_arguments(parser, ModelConfig, "model (mnist.presets.ModelConfig)")
+"""Each preset as dotted-path overrides of the defaults (``model.*``: the ModelConfig)."""
 
 
 def resolve(preset: str, overrides: dict | None = None) -> tuple[TrainConfig, ModelConfig]:
-    """Preset values, then ``overrides`` {field: value} (either dataclass's fields)."""
+    """Preset values, then ``overrides`` {dotted path: value} (``model.*`` for the model)."""
     check_choice(preset, "preset", tuple(PRESETS))
-    train_kw, model_kw = dict(PRESETS[preset]["train"]), dict(PRESETS[preset]["model"])
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    for k, v in (overrides or {}).items():
-        if k in train_fields:
-            train_kw[k] = v
-        elif k in model_fields:
-            model_kw[k] = v
-        else:
-            raise ValueError(f"overrides: unknown field {k!r}; allowed: "
-                             f"{sorted(train_fields | model_fields)}")
-    return TrainConfig(**train_kw), ModelConfig(**model_kw)
+    values = {**PRESETS[preset], **(overrides or {})}
+    spec = with_overrides(RunSpec(),
+                          {(k if k.startswith("model.") else "train." + k): v
+                           for k, v in values.items()})
+    return spec.train, spec.model
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The fields given on the command line (absent ones are suppressed, so --noise none works)."""
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+def preset_lines(preset: str) -> list[str]:
+    """What a preset sets, one ``--option value`` per line (for ``--show-preset``)."""
+    check_choice(preset, "preset", tuple(PRESETS))
+    return [f"--{k.replace('_', '-')} {v!r}" for k, v in PRESETS[preset].items()]
+
+
+def train_aliases() -> dict[str, list[str]]:
+    """Earlier option spellings: the flat TrainConfig names (``--n_steps``, ``--steps``) and
+    the model fields without their prefix (``--arch``, ``--elastic_sigma``)."""
+    aliases: dict[str, list[str]] = {}
+    for old, path in FLAT_NAMES.items():
+        aliases.setdefault(path, []).extend(sorted({f"--{old}", f"--{old.replace('_', '-')}"}))
+    for name in ModelConfig.__dataclass_fields__:
+        aliases["model." + name] = sorted({f"--{name}", f"--{name.replace('_', '-')}"})
+    return aliases
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of every TrainConfig and ModelConfig field (default: the preset's)."""
+    aliases = train_aliases()
+    add_config_arguments(parser, TrainConfig, aliases=aliases)
+    add_config_arguments(parser, ModelConfig, prefix="model.", aliases=aliases,
+                         title="model: the energy network and the transition")

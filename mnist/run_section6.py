@@ -31,32 +31,35 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import torch
 
+from ebmref.config import SamplerConfig
 from ebmref.training import CHECKPOINT_NAME
 from mnist.data import add_data_arguments, data_from_args
 from mnist.evaluate import Evaluator, evaluate_sample_dir
 from mnist.figures import make_all
+from mnist.runs import load_trained
 from mnist.sample import ChainConfig, sample_run
-from mnist.train import load_trained, train_preset
+from mnist.train import train_preset
 
 PRESETS = ("nll", "true_cd", "elastic", "du2020")
 
 # Per scale: training overrides shared by all presets, update counts, chain lengths.
 SCALES = {
-    "gpu": {"train": {"device": "auto", "progress": True},
+    "gpu": {"train": {"run.device": "auto", "run.progress": True},
             "steps": {"nll": 1000, "true_cd": 1000, "elastic": 1000, "du2020": 600},
             "short": 200, "long": 10_000, "longest": 20_000, "record_every": 100,
             "n_chains": 64, "high_noise": 0.05, "classifier_epochs": 8,
             "classifier_max_images": None},
-    "cpu": {"train": {"device": "cpu", "arch": "igebm_narrow", "width": 16, "batch_size": 64,
-                      "n_steps": 30, "buffer_size": 2000, "lr": 3e-4, "progress": False,
-                      "ckpt_every": 50},
+    "cpu": {"train": {"run.device": "cpu", "model.arch": "igebm", "model.width": 16,
+                      "run.batch_size": 64, "sampler.n_steps": 30, "buffer.size": 2000,
+                      "optim.lr": 3e-4, "run.progress": False, "run.ckpt_every": 50},
             "steps": {"nll": 200, "true_cd": 200, "elastic": 200, "du2020": 150},
             "short": 200, "long": 1000, "longest": 1000, "record_every": 50,
             "n_chains": 40, "high_noise": 0.05, "classifier_epochs": 8,
             "classifier_max_images": None},
-    "tiny": {"train": {"device": "cpu", "arch": "igebm_narrow", "width": 4, "batch_size": 8,
-                       "n_steps": 4, "buffer_size": 64, "progress": False, "log_every": 1,
-                       "entropy_reference": 16, "kl_chains": 4},
+    "tiny": {"train": {"run.device": "cpu", "model.arch": "igebm", "model.width": 4,
+                       "run.batch_size": 8, "sampler.n_steps": 4, "buffer.size": 64,
+                       "run.progress": False, "run.log_every": 1, "kl.entropy_reference": 16,
+                       "kl.n_chains": 4},
              "steps": {"nll": 3, "true_cd": 3, "elastic": 3, "du2020": 2},
              "short": 10, "long": 20, "longest": 20, "record_every": 5,
              "n_chains": 4, "high_noise": 0.05, "classifier_epochs": 1,
@@ -67,14 +70,14 @@ SCALES = {
 # scale's high_noise, or a number), elastic_every)
 SETS = {
     "true_cd_noise": ("true_cd", "noise", "long", "low", 0),
-    "true_cd_data": ("true_cd", "data", "long", "low", 0),
-    "nll_data": ("nll", "data", "long", "low", 0),
+    "true_cd_data": ("true_cd", "heldout", "long", "low", 0),
+    "nll_data": ("nll", "heldout", "long", "low", 0),
     "nll_noise": ("nll", "noise", "longest", "low", 0),
-    "nll_data_lownoise_short": ("nll", "data", "short", "low", 0),
-    "nll_data_highnoise_short": ("nll", "data", "short", "high", 0),
-    "nll_data_highnoise_long": ("nll", "data", "long", "high", 0),
-    "nll_data_noise0.02_long": ("nll", "data", "long", 0.02, 0),
-    "nll_data_noise0.1_long": ("nll", "data", "long", 0.1, 0),
+    "nll_data_lownoise_short": ("nll", "heldout", "short", "low", 0),
+    "nll_data_highnoise_short": ("nll", "heldout", "short", "high", 0),
+    "nll_data_highnoise_long": ("nll", "heldout", "long", "high", 0),
+    "nll_data_noise0.02_long": ("nll", "heldout", "long", 0.02, 0),
+    "nll_data_noise0.1_long": ("nll", "heldout", "long", 0.1, 0),
     "elastic_noise_elastic": ("elastic", "noise", "longest", "low", 100),
     "elastic_noise": ("elastic", "noise", "longest", "low", 0),
     "nll_noise_elastic": ("nll", "noise", "longest", "low", 100),
@@ -108,7 +111,7 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
         t0 = time.perf_counter()
         done = _trained_steps(run_dir)
         if done < want:
-            overrides = {**s["train"], "steps": want, "seed": seed}
+            overrides = {**s["train"], "run.n_updates": want, "run.seed": seed}
             print(f"[train] {preset}: steps {done} -> {want}", flush=True)
             train_preset(preset, run_dir, train_data, overrides, resume=done > 0)
         timing[f"train/{preset}"] = time.perf_counter() - t0
@@ -132,9 +135,10 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
             energy, info = load_trained(study / "runs" / preset, device)
             energies[preset] = (energy, info["step"])
         n_steps = s[length]
-        cfg = ChainConfig(init=init, n_chains=s["n_chains"], n_steps=n_steps,
-                          noise={"low": 0.005, "high": s["high_noise"]}.get(noise_key, noise_key),
-                          elastic_every=min(elastic_every, n_steps),
+        noise = {"low": 0.005, "high": s["high_noise"]}.get(noise_key, noise_key)
+        cfg = ChainConfig(init=init, n_chains=s["n_chains"],
+                          sampler=SamplerConfig(n_steps=n_steps, noise=noise,
+                                                transition_every=min(elastic_every, n_steps)),
                           record_every=min(s["record_every"], n_steps // 2) or 1,
                           seed=seed, device=device)
         done_path = study / "samples" / name / "metrics.json"
@@ -149,8 +153,8 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
                                                     energies[preset][0])
                 continue
         t0 = time.perf_counter()
-        print(f"[sample] {name}: {preset} from {init}, {n_steps} steps, noise {cfg.noise}, "
-              f"elastic every {cfg.elastic_every}", flush=True)
+        print(f"[sample] {name}: {preset} from {init}, {n_steps} steps, noise "
+              f"{cfg.sampler.noise}, elastic every {cfg.sampler.transition_every}", flush=True)
         results[name] = sample_run(study / "runs" / preset, study / "samples" / name, cfg,
                                    heldout, evaluator, *energies[preset])
         timing[f"sample/{name}"] = time.perf_counter() - t0

@@ -1,11 +1,12 @@
 """Long Langevin chains on a trained MNIST energy (paper §6, Figures 3–5):
-``python -m mnist.sample --run RUN_DIR --out DIR --init noise --n_steps 20000``.
+``python -m mnist.sample --run RUN_DIR --out DIR --init noise --sampler.n-steps 20000``.
 
-Chains use the library sampler (:func:`ebmref.samplers.langevin`, Du's decoupled step
-x ← clamp(x − α·clip(∇ₓE) + σξ, 0, 1)) from uniform noise or from held-out digits (chain j
-starts on a digit j mod 10), at any noise level σ, optionally with an elastic deformation every
-``elastic_every`` steps (§6.3; batched on the chains' device, :class:`ebmref.transitions.GridElasticDeform`). Every
-``record_every`` steps a frame is kept. Writes ``chains.pt`` (frames, float16), ``strip.png``
+Chains use the library samplers (:func:`ebmref.samplers.langevin`, by default Du's decoupled
+step x ← clamp(x − α·clip(∇ₓE) + σξ, 0, 1), or :func:`ebmref.samplers.mala`) from uniform noise
+or from held-out digits (``--init heldout``: chain j starts on a digit j mod 10), at any noise
+level σ, optionally with an elastic deformation every ``sampler.transition_every`` steps (§6.3;
+batched on the chains' device, :class:`ebmref.transitions.GridElasticDeform`). Every
+``record_every`` steps a frame is kept. Writes ``chains.pt`` (:mod:`mnist.runs`), ``strip.png``
 (rows = chains, columns = evenly spaced frames, like the paper's figures), ``final.png`` and
 ``metrics.json`` (:mod:`mnist.evaluate`).
 
@@ -20,37 +21,39 @@ import contextlib
 import dataclasses
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
+from ebmref.cli import add_config_arguments, config_error, overrides_from_args
+from ebmref.config import SamplerConfig, with_overrides
 from ebmref.energy import Energy
-from ebmref.samplers import langevin
+from ebmref.samplers import langevin, mala
 from ebmref.transitions import GridElasticDeform
-from ebmref.validation import check_choice, check_int_range, check_nonnegative, check_positive
+from ebmref.validation import check_choice, check_int_range
 from mnist.data import MNISTData, add_data_arguments, data_from_args
-from mnist.evaluate import Evaluator, evaluate_sample_dir, save_chains, summary_row
-from mnist.presets import add_dataclass_arguments, overrides_from_args
+from mnist.evaluate import Evaluator, evaluate_sample_dir, summary_row
+from mnist.runs import load_trained, save_chains
 
-INITS = ("noise", "data")
+INITS = ("noise", "heldout")
 
 
 @dataclass
 class ChainConfig:
     """How to run the chains. Defaults: the paper's test-time sampler (step 10, noise 0.005,
-    gradient clip 0.01, clamp [0, 1]) for 20,000 steps."""
+    gradient clip 0.01, clamp [0, 1]) for 20,000 steps, from uniform noise.
+
+    init: ``"noise"`` (uniform in [0, 1]) or ``"heldout"`` (held-out digits, chain j on a digit
+    j mod 10). sampler: :class:`ebmref.config.SamplerConfig`; ``sampler.transition_every``
+    applies an elastic deformation (``elastic_sigma``, ``elastic_points``) every N steps.
+    """
 
     init: str = "noise"
     n_chains: int = 64
-    n_steps: int = 20_000
-    step_size: float = 10.0
-    noise: float | None = 0.005
-    grad_clip: float | None = 0.01
-    clamp: tuple[float, float] | None = (0.0, 1.0)
-    elastic_every: int = 0
+    sampler: SamplerConfig = field(default_factory=lambda: SamplerConfig(n_steps=20_000))
     elastic_sigma: float = 1.0
     elastic_points: int = 3
     record_every: int = 100
@@ -61,21 +64,27 @@ class ChainConfig:
     def __post_init__(self):
         check_choice(self.init, "init", INITS)
         check_int_range(self.n_chains, "n_chains", 1)
-        check_int_range(self.n_steps, "n_steps", 1)
-        check_positive(self.step_size, "step_size")
-        if self.noise is not None:
-            check_nonnegative(self.noise, "noise")
-        check_int_range(self.elastic_every, "elastic_every", 0, self.n_steps)
-        check_int_range(self.record_every, "record_every", 1, self.n_steps)
-        if self.n_steps % self.record_every:
-            raise ValueError(f"record_every: must divide n_steps={self.n_steps}, "
-                             f"got {self.record_every}")
+        self.sampler.validate()
+        check_int_range(self.record_every, "record_every", 1, self.sampler.n_steps)
+        if self.sampler.n_steps % self.record_every:
+            raise ValueError(f"record_every: must divide sampler.n_steps="
+                             f"{self.sampler.n_steps}, got {self.record_every}")
         check_int_range(self.seed, "seed", 0)
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+CHAIN_ALIASES = {"sampler.n_steps": ["--n_steps", "--n-steps"],
+                 "sampler.step_size": ["--step_size", "--step-size"],
+                 "sampler.noise": ["--noise"], "sampler.grad_clip": ["--grad_clip", "--grad-clip"],
+                 "sampler.clamp": ["--clamp"],
+                 "sampler.transition_every": ["--elastic_every", "--elastic-every"],
+                 **{k: [f"--{k}"] for k in ("n_chains", "elastic_sigma", "elastic_points",
+                                           "record_every")}}
+"""Spellings of earlier versions."""
 
 
 def chain_starts(cfg: ChainConfig, data: MNISTData, generator: torch.Generator,
@@ -104,14 +113,19 @@ def run_chains(energy: Energy, cfg: ChainConfig, data: MNISTData
         p.requires_grad_(False)  # only ∇ₓE is needed: no parameter-gradient work
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     x0, labels = chain_starts(cfg, data, g, device)
-    transition = (GridElasticDeform(cfg.elastic_sigma, cfg.elastic_points)
-                  if cfg.elastic_every else None)
+    s = cfg.sampler
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                 if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext())
     with autocast:
-        out = langevin(energy, x0, cfg.n_steps, cfg.step_size, cfg.noise, generator=g,
-                       grad_clip=cfg.grad_clip, clamp=cfg.clamp, transition=transition,
-                       transition_every=cfg.elastic_every, record_every=cfg.record_every)
+        if s.kind == "mala":
+            out = mala(energy, x0, s.n_steps, s.step_size, generator=g,
+                       record_every=cfg.record_every)
+        else:
+            transition = (GridElasticDeform(cfg.elastic_sigma, cfg.elastic_points)
+                          if s.transition_every else None)
+            out = langevin(energy, x0, s.n_steps, s.step_size, s.noise, generator=g,
+                           grad_clip=s.grad_clip, clamp=s.clamp, transition=transition,
+                           transition_every=s.transition_every, record_every=cfg.record_every)
     return out.trajectory.float(), labels
 
 
@@ -131,8 +145,6 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, cfg: ChainConfig, data:
                model_step: int | None = None) -> dict:
     """Run chains on a trained run, save frames/strips and (with an evaluator) metrics.
     ``energy``/``model_step``: an already loaded model of ``run_dir`` and its update count."""
-    from mnist.train import load_trained
-
     if energy is None:
         energy, info = load_trained(run_dir, cfg.resolved_device())
         model_step = info["step"]
@@ -159,11 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-metrics", action="store_true", help="skip the classifier metrics")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_data_arguments(parser)
-    add_dataclass_arguments(parser, ChainConfig, "chains (mnist.sample.ChainConfig)")
+    add_config_arguments(parser, ChainConfig, aliases=CHAIN_ALIASES,
+                         title="chains (mnist.sample.ChainConfig)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = ChainConfig(**overrides_from_args(args))
+    try:
+        cfg = with_overrides(ChainConfig(), overrides_from_args(args))
+    except ValueError as err:
+        parser.error(config_error(err, ChainConfig))
     heldout = data_from_args(args, "heldout")
     evaluator = None
     if not args.no_metrics:

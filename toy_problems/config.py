@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
+from ebmref.cli import add_config_arguments, overrides_from_args
 from ebmref.validation import check_int_range, check_positive
 from toy_problems.methods import METHOD_NAMES, Budget
 from toy_problems.targets import TARGETS
@@ -98,11 +99,11 @@ class ToyConfig:
 
 def quick_overrides() -> dict:
     """The CI smoke version (< 60 s): tiny budget, one seed, fewer methods and targets."""
-    return {"targets": list(QUICK_TARGETS), "methods": list(QUICK_METHODS), "seeds": 1, "steps": 40,
-                "batch_size": 64, "buffer_size": 256, "n_train": 1000, "n_test": 1000, "eval_chains": 64,
-                "eval_steps": 60, "grid_points_2d": 101, "grid_points_1d": 401,
-                "funnel_targets": ["bimodal_1d"], "funnel_temperatures": [0.05, 1.0],
-                "funnel_steps": 100, "out": "runs/toy_quick"}
+    return {"targets": list(QUICK_TARGETS), "methods": list(QUICK_METHODS), "seeds": 1,
+            "steps": 40, "batch_size": 64, "buffer_size": 256, "n_train": 1000, "n_test": 1000,
+            "eval_chains": 64, "eval_steps": 60, "grid_points_2d": 101, "grid_points_1d": 401,
+            "funnel_targets": ["bimodal_1d"], "funnel_temperatures": [0.05, 1.0],
+            "funnel_steps": 100, "out": "runs/toy_quick"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -110,27 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m toy_problems",
         description="Toy EBM experiments with exact likelihood: train every method on every "
                     "target, measure, and write report.md, metrics.json and config.json.")
-    defaults = ToyConfig()
-    for f in dataclasses.fields(ToyConfig):
-        name = "--" + f.name.replace("_", "-")
-        value = getattr(defaults, f.name)
-        if f.name == "quick":
-            p.add_argument(name, action="store_true",
-                           help="smoke version for CI (< 60 s): " + ", ".join(
-                               f"{k}={v}" for k, v in quick_overrides().items()))
-        elif isinstance(value, list):
-            kind = float if f.name == "funnel_temperatures" else str
-            p.add_argument(name, nargs="+", type=kind, default=None,
-                           help=f"default: {' '.join(map(str, value))}")
-        else:
-            p.add_argument(name, type=type(value), default=None, help=f"default: {value}")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke version for CI (< 60 s): " + ", ".join(
+                       f"{k}={v}" for k, v in quick_overrides().items()))
+    add_config_arguments(p, ToyConfig, title="experiment (toy_problems.config.ToyConfig)",
+                         skip=("quick",))
     return p
 
 
 def config_from_args(argv: list[str] | None = None) -> ToyConfig:
     """Defaults, then the --quick preset, then every option given explicitly."""
-    args = vars(build_parser().parse_args(argv))
-    values = quick_overrides() if args.pop("quick") else {}
-    quick = bool(values)
-    values.update({k: v for k, v in args.items() if v is not None})
-    return ToyConfig(**values, quick=quick)
+    args = build_parser().parse_args(argv)
+    values = quick_overrides() if args.quick else {}
+    values.update(overrides_from_args(args))
+    return ToyConfig(**values, quick=args.quick)

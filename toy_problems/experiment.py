@@ -26,20 +26,19 @@ import torch
 from torch import Tensor
 
 from ebmref.energy import Energy
-from ebmref.samplers import langevin
+from ebmref.samplers import decoupled_noise, langevin
 from ebmref.training import TrainingDiverged, train
 from toy_problems import metrics as M
 from toy_problems.config import ToyConfig
 from toy_problems.methods import (
+    METHODS,
     Budget,
-    get_method,
     make_energy,
     make_train_config,
     make_transition,
     run_chains,
-    temperature_noise,
 )
-from toy_problems.targets import Target, make_target, train_test_split
+from toy_problems.targets import Target, train_test_split
 
 N_TRAJECTORIES = 8  # chains per start type whose whole path is kept for the figures
 
@@ -70,26 +69,25 @@ def grid_points(target: Target, cfg: ToyConfig) -> int:
     return cfg.grid_points_2d if target.dim == 2 else cfg.grid_points_1d
 
 
-def negatives(result, energy: Energy, train_x: Tensor, budget: Budget, method_cfg,
+def negatives(result, energy: Energy, train_x: Tensor, budget: Budget, tcfg,
               generator: torch.Generator) -> Tensor:
     """Samples of the training negatives' law q: the replay buffer, or CD chains from data."""
     if result.buffer is not None:
         return result.buffer.storage.detach()
     x0 = train_x[: budget.buffer_size]
-    x, _ = run_chains(energy, x0, method_cfg.n_steps, method_cfg.step_size, generator,
-                      noise=method_cfg.noise)
+    x, _ = run_chains(energy, x0, tcfg.sampler.n_steps, tcfg.sampler.step_size, generator,
+                      noise=tcfg.sampler.noise)
     return x
 
 
-def run_one(target_name: str, method_name: str, seed: int, cfg: ToyConfig,
+def run_one(target: Target, method_name: str, seed: int, cfg: ToyConfig,
             keep_artefacts: bool = False) -> tuple[dict, RunArtefacts | None, Energy | None]:
-    target = make_target(target_name)
     budget = cfg.budget()
-    method = get_method(method_name, budget, target)
+    method = METHODS[method_name]
     train_x, test_x = data_for(target, cfg, seed)
     energy = make_energy(target, budget, seed)
     tcfg = make_train_config(method, target, budget, seed)
-    record: dict = {"target": target_name, "method": method_name, "seed": seed}
+    record: dict = {"target": target.name, "method": method_name, "seed": seed}
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         result = train(energy, train_x, tcfg, transition=make_transition(method, target))
@@ -150,26 +148,25 @@ def funnel(energy: Energy, target: Target, cfg: ToyConfig, seed: int) -> list[di
     rows = []
     for temp in cfg.funnel_temperatures:
         x, _ = run_chains(energy, x0, cfg.funnel_steps, alpha, g,
-                          noise=temperature_noise(alpha, temp))
+                          noise=decoupled_noise(alpha, temp))
         modes = target.mode_of(x)
         in_mode = modes >= 0
         frac = float((modes == heavy).sum()) / max(int(in_mode.sum()), 1)
         tw = M.tempered_mode_weights(grid, target, temp)
         rows.append({"target": target.name, "seed": seed, "temperature": temp,
-                     "noise": temperature_noise(alpha, temp), "frac_heavy": frac,
+                     "noise": decoupled_noise(alpha, temp), "frac_heavy": frac,
                      "frac_in_modes": float(in_mode.to(torch.float64).mean()),
                      "tempered_heavy": float(tw[heavy] / tw.sum().clamp_min(1e-300)),
                      "true_heavy": float(target.mode_weights[heavy])})
     return rows
 
 
-def reference_row(target_name: str, cfg: ToyConfig) -> dict:
+def reference_row(target: Target, cfg: ToyConfig) -> dict:
     """The same metrics for p_data itself (exact samples), the floor every method aims at."""
-    target = make_target(target_name)
     _, test_x = data_for(target, cfg, 0)
     g = torch.Generator().manual_seed(30_000)
     x = target.sample(cfg.eval_chains, g)
-    row = {"target": target_name, "method": "data (exact)", "seed": 0, "nll_gap": 0.0,
+    row = {"target": target.name, "method": "data (exact)", "seed": 0, "nll_gap": 0.0,
            "heldout_nll": M.data_nll(target, test_x), "data_nll": M.data_nll(target, test_x),
            "frac_noise_in_modes": M.fraction_in_modes(x, target),
            "frac_data_in_modes": M.fraction_in_modes(x, target), "mode_weight_error": 0.0}

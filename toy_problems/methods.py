@@ -1,6 +1,6 @@
 """The training methods compared on the toys: one MLP energy, one budget, ebmref's ``train()``.
 
-Every method is a set of overrides of one common :class:`ebmref.training.TrainConfig`; they differ
+Every method is a set of overrides of one common :class:`ebmref.config.TrainConfig`; they differ
 only in where the chains start (paper §4.6, §5.1.1, §6.1), which sampler runs them (§2.3.2,
 §5.3.1), and the auxiliary KL loss / transitions (§5.3.2, §5.4):
 
@@ -24,19 +24,25 @@ likelihood by quadrature is always defined.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from ebmref.config import (
+    BufferConfig,
+    OptimConfig,
+    RunConfig,
+    SamplerConfig,
+    TrainConfig,
+    with_overrides,
+)
 from ebmref.energy import Energy
 from ebmref.nets import MLPEnergy
 from ebmref.samplers import langevin
-from ebmref.training import TrainConfig
 from ebmref.transitions import SymmetryMove
-from ebmref.validation import check_choice, check_positive
+from ebmref.validation import check_positive
 from toy_problems.targets import Target
 
 
@@ -73,55 +79,41 @@ class Budget:
     dtype: str = "float64"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Method:
+    """A training method: ``overrides`` of the common config by dotted path; ``du_step``: Du's
+    decoupled sampler (α = λ/2 — eq. 1's drift — σ = 0.005, clamped to the target's box);
+    ``teleport``: a symmetry move every 5 sampler steps."""
+
     name: str
     summary: str
+    paper: str
     overrides: dict = field(default_factory=dict)
+    du_step: bool = False
     teleport: bool = False
-    paper: str = ""
 
 
 DU_NOISE = 0.005  # Du & Mordatch's σ
+_KL = {"kl.weight": 1.0, "kl.differentiable_steps": 1, "kl.entropy_weight": 0.3,
+       "kl.entropy_estimator": "nn", "kl.entropy_reference": 100}
 
-
-def _methods(budget: Budget, target_box: tuple[float, float] = (-3.0, 3.0)
-             ) -> dict[str, Method]:
-    alpha = budget.step_size / 2  # same drift as eq. 1: λ/2
-    kl = {"kl_weight": 1.0, "kl_steps": 1, "entropy_weight": 0.3, "entropy_estimator": "nn",
-              "entropy_reference": 100}
-    ms = [
-        Method("nll", "noise buffer (5 % re-init), ULA eq. 1, T = 1", {}, paper="§5.1"),
-        Method("nll_du", f"noise buffer, Du's step α = {alpha:g}, σ = {DU_NOISE}, "
-               f"T = {DU_NOISE**2 / (2 * alpha):.1e}",
-               {"step_size": alpha, "noise": DU_NOISE, "clamp": target_box}, paper="§5.3.1"),
-        Method("nll_mala", "noise buffer, MALA (exact)", {"sampler": "mala"},
-               paper="§2.3.2"),
-        Method("pcd", "buffer from data, no re-init (PCD)", {"init": "data"}, paper="§4.6"),
-        Method("cd10", "chains from the data batch, 10 steps (CD-10)", {"init": "cd"},
-               paper="§4"),
-        Method("true_cd", "buffer from data, 10 % re-picked from data", {"init": "true_cd"},
-               paper="§6.1"),
-        Method("nll_kl_du2020", "nll + KL loss, Du 2020 sign (min KL), entropy 0.3",
-               dict(kl, kl_sign="du2020"), paper="§5.4"),
-        Method("nll_kl_cd", "nll + KL loss, CD sign (max KL), entropy 0.3",
-               dict(kl, kl_sign="cd"), paper="§4.2"),
-        Method("nll_teleport", "nll + symmetry move every 5 steps",
-               {"transition_every": 5}, teleport=True, paper="§5.3.2"),
-    ]
-    return {m.name: m for m in ms}
-
-
-METHOD_NAMES = tuple(_methods(Budget()))
-
-
-def get_method(name: str, budget: Budget, target: Target | None = None) -> Method:
-    """The method ``name``; Du's clamp box is the target's box (no clamp elsewhere: clamped
-    chains pile up on the box's faces, where the NN entropy estimate of the KL loss sees
-    zero distances)."""
-    check_choice(name, "method", METHOD_NAMES)
-    box = target.bounds[0] if target is not None else (-3.0, 3.0)
-    return _methods(budget, box)[name]
+METHODS: dict[str, Method] = {m.name: m for m in (
+    Method("nll", "noise buffer (5 % re-init), ULA eq. 1, T = 1", "§5.1"),
+    Method("nll_du", f"noise buffer, Du's step α = λ/2, σ = {DU_NOISE}, T = σ²/2α ≪ 1",
+           "§5.3.1", du_step=True),
+    Method("nll_mala", "noise buffer, MALA (exact)", "§2.3.2", {"sampler.kind": "mala"}),
+    Method("pcd", "buffer from data, no re-init (PCD)", "§4.6", {"buffer.init": "data"}),
+    Method("cd10", "chains from the data batch, 10 steps (CD-10)", "§4", {"buffer.init": "cd"}),
+    Method("true_cd", "buffer from data, 10 % re-picked from data", "§6.1",
+           {"buffer.init": "true_cd"}),
+    Method("nll_kl_du2020", "nll + KL loss, Du 2020 sign (min KL), entropy 0.3", "§5.4",
+           {**_KL, "kl.sign": "du2020"}),
+    Method("nll_kl_cd", "nll + KL loss, CD sign (max KL), entropy 0.3", "§4.2",
+           {**_KL, "kl.sign": "cd"}),
+    Method("nll_teleport", "nll + symmetry move every 5 steps", "§5.3.2",
+           {"sampler.transition_every": 5}, teleport=True),
+)}
+METHOD_NAMES = tuple(METHODS)
 
 
 def confinement_radius(target: Target) -> float:
@@ -135,18 +127,25 @@ def make_energy(target: Target, budget: Budget, seed: int) -> ConfinedEnergy:
 
 
 def make_train_config(method: Method, target: Target, budget: Budget, seed: int) -> TrainConfig:
-    """The common config (eq. 1 ULA at T = 1, uniform noise over the box) plus the overrides."""
+    """The common config (eq. 1 ULA at T = 1, uniform noise over the box) plus the method's."""
     lo, hi = target.bounds[0]
     steps = max(1, round(budget.steps * target.steps_factor))
-    base = {"steps": steps, "batch_size": budget.batch_size, "seed": seed, "device": "cpu",
-                "dtype": budget.dtype, "init": "noise", "buffer_size": budget.buffer_size,
-                "reinit_prob": 0.05, "data_fraction": 0.1, "noise_low": lo, "noise_high": hi,
-                "sampler": "ula", "n_steps": budget.n_steps, "step_size": budget.step_size, "noise": None,
-                "grad_clip_x": None, "clamp": None, "l2": budget.l2, "lr": budget.lr,
-                "betas": (budget.beta1, 0.999), "weight_grad_clip": None, "log_every": max(steps // 20, 1),
-                "ckpt_every": 0, "progress": False}
-    base.update(method.overrides)
-    return TrainConfig(**base)
+    sampler = SamplerConfig(n_steps=budget.n_steps, step_size=budget.step_size, noise=None,
+                            grad_clip=None, clamp=None)
+    if method.du_step:  # same drift as eq. 1 (α = λ/2); no clamp elsewhere: clamped chains
+        # pile up on the box's faces, where the KL loss's NN entropy sees zero distances
+        sampler = SamplerConfig(n_steps=budget.n_steps, step_size=budget.step_size / 2,
+                                noise=DU_NOISE, grad_clip=None, clamp=target.bounds[0])
+    base = TrainConfig(
+        sampler=sampler,
+        buffer=BufferConfig(init="noise", size=budget.buffer_size, reinit_prob=0.05,
+                            data_fraction=0.1, noise_low=lo, noise_high=hi),
+        optim=OptimConfig(l2=budget.l2, lr=budget.lr, betas=(budget.beta1, 0.999),
+                          max_grad_norm=None),
+        run=RunConfig(n_updates=steps, batch_size=budget.batch_size, seed=seed, device="cpu",
+                      dtype=budget.dtype, log_every=max(steps // 20, 1), ckpt_every=0,
+                      progress=False))
+    return with_overrides(base, method.overrides)
 
 
 def symmetry_group(target: Target) -> SymmetryMove:
@@ -192,8 +191,3 @@ def run_chains(energy: Energy, x0: Tensor, n_steps: int, step_size: float,
     if labels is not None:
         labels = torch.cat([labels[0][None], *labels[1:]], 0)
     return x, labels
-
-
-def temperature_noise(alpha: float, temperature: float) -> float:
-    """σ of Du's decoupled step that gives effective temperature T = σ²/(2α)."""
-    return math.sqrt(2.0 * alpha * temperature)

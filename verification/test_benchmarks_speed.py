@@ -81,7 +81,7 @@ def test_mala_one_gradient_evaluation_per_step(n_steps):
 
 def test_sampler_benchmark_runs_and_prints_ratios():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "samplers.py"), "--chains", "200",
+        [sys.executable, "-m", "benchmarks.samplers", "--chains", "200",
          "--steps", "5", "--work", "1000", "--repeats", "2",
          "--no-torchebm"],
         check=False, capture_output=True, text=True, timeout=120, cwd=ROOT)

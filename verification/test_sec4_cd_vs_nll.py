@@ -19,7 +19,7 @@ from scipy import integrate, optimize
 from ebmref import gaussian_cd as gcd
 from ebmref.analytic import gaussian_entropy, gaussian_kl
 from ebmref.energy import Gaussian
-from ebmref.objectives import contrastive_loss, kl_loss, sample_for_kl
+from ebmref.objectives import contrastive_loss, kl_loss
 from ebmref.samplers import langevin, ornstein_uhlenbeck
 from verification.cd_theory_helpers import (
     DT,
@@ -208,7 +208,7 @@ def test_c14_gradient_split_closed_form(kernel, t):
 @pytest.mark.stochastic
 def test_c14_library_monte_carlo_matches_closed_form(rng):
     """C14 through the library: ``contrastive_loss`` on ULA / exact-OU chains from the data
-    estimates positive − divergence; ``kl_loss`` on ``sample_for_kl`` (all t steps
+    estimates positive − divergence; ``kl_loss`` on ``langevin`` chains (all t steps
     differentiated) estimates ∂/∂θ E_{q_θ}[E_Ω] = KL term + ∂H(q_θ)/∂θ; together they estimate
     ∇L_CD. Batch-means t-tests (80 batches × 500 chains), 20 p-values, total α = 1e-6;
     power ≥ 1 − 1e-3 asserted for the broken variants, which are then shown to fail:
@@ -229,7 +229,7 @@ def test_c14_library_monte_carlo_matches_closed_form(rng):
         for key, xn in (("cd_star_ula", x_ula), ("cd_star_ou", x_ou)):
             g = torch.autograd.grad(contrastive_loss(model(x), model(xn)), params)
             est[key].append(flat_grad(*g))
-        x_diff = sample_for_kl(model, x, t, t, step, generator=rng)
+        x_diff = langevin(model, x, t, step, generator=rng, differentiable_steps=t).x
         g_frozen = torch.autograd.grad(kl_loss(model, x_diff, sign="du2020"), params,
                                        retain_graph=True)
         g_unfrozen = torch.autograd.grad(model(x_diff).mean(), params)  # broken: Ω dropped

@@ -19,9 +19,11 @@ from scipy import stats
 
 from ebmref import gaussian_cd as gcd
 from ebmref.analytic import gaussian_entropy, gaussian_kl
+from ebmref.config import KLConfig, SamplerConfig
 from ebmref.energy import Gaussian
 from ebmref.entropy import kozachenko_leonenko, log_unit_ball_volume
-from ebmref.objectives import kl_loss, sample_for_kl
+from ebmref.negatives import sample_negatives
+from ebmref.objectives import kl_loss
 from verification.cd_theory_helpers import (
     DT,
     batch_mean_pvalues,
@@ -32,6 +34,15 @@ from verification.cd_theory_helpers import (
 from verification.stats import assert_pvalues
 
 T, STEP = 5, 0.2
+
+
+def _x_diff(model, x0, n_steps: int, k: int, step: float, rng) -> torch.Tensor:
+    """The training loop's differentiable chain ends x̃: n_steps eq.-1 steps, the last k kept
+    in the graph (:func:`ebmref.negatives.sample_negatives` with the KL loss on)."""
+    sampler = SamplerConfig(n_steps=n_steps, step_size=step, noise=None, grad_clip=None,
+                            clamp=None)
+    return sample_negatives(model, x0, sampler, KLConfig(weight=1.0, differentiable_steps=k),
+                            generator=rng).x_diff
 
 
 def _setup():
@@ -106,7 +117,7 @@ def test_c23_published_sign_minimises_the_kl_closed_form():
 
 @pytest.mark.stochastic
 def test_c23_kl_loss_gradient_sign_and_magnitude_through_the_library(rng):
-    """C23 through ``kl_loss`` (ULA ``sample_for_kl`` with all t = 5 steps differentiated,
+    """C23 through ``kl_loss`` (ULA ``sample_negatives`` with all t = 5 steps differentiated,
     entropy = Kozachenko–Leonenko k = 5 on the 250 chains of a batch, weight 1): batch-means
     (40 batches), the gradient of sign="du2020" equals +KL term and sign="cd" gives exactly its
     negative. Null: |E ĝ − KL term| ≤ tol per coordinate, tol = 10 % of ‖KL term‖∞ (allowance
@@ -122,7 +133,7 @@ def test_c23_kl_loss_gradient_sign_and_magnitude_through_the_library(rng):
 
     grads, grads_unfrozen, values, values_no_const = [], [], [], []
     for _ in range(n_batches):
-        x_diff = sample_for_kl(model, data.sample(n, rng), T, T, STEP, generator=rng)
+        x_diff = _x_diff(model, data.sample(n, rng), T, T, STEP, rng)
         loss = kl_loss(model, x_diff, sign="du2020", entropy_weight=1.0, entropy="kl", k=k)
         loss_cd = kl_loss(model, x_diff, sign="cd", entropy_weight=1.0, entropy="kl", k=k)
         assert float(loss_cd) == -float(loss)
@@ -221,7 +232,7 @@ def test_c24_truncated_backprop_error_closed_form():
 
 @pytest.mark.stochastic
 def test_c24_library_truncation_matches_closed_form(rng):
-    """C24 through the library: ``sample_for_kl`` with k = 1 of K = 20 steps (λ = 0.1) and
+    """C24 through the library: ``sample_negatives`` with k = 1 of K = 20 steps (λ = 0.1) and
     ``kl_loss`` (energy part, weight 0) estimate ∂/∂θ E_{q̃_θ}[E_Ω] of the *truncated* law of
     ``gaussian_cd.truncated_chain_law``; batch means (40 × 500 chains), α = 1e-6 over 5
     coordinates, with power ≥ 1 − 1e-3 against the full-backprop value, which then fails."""
@@ -233,7 +244,7 @@ def test_c24_library_truncation_matches_closed_form(rng):
     th_mu, th_l = model.mu.detach(), model.scale_tril.detach()
     est = []
     for _ in range(n_batches):
-        x_diff = sample_for_kl(model, data.sample(n, rng), K, k, step, generator=rng)
+        x_diff = _x_diff(model, data.sample(n, rng), K, k, step, rng)
         est.append(flat_grad(*torch.autograd.grad(kl_loss(model, x_diff), params)))
     est = torch.stack(est)
 

@@ -191,7 +191,7 @@ def test_histogram_kl_is_exact_on_constructed_samples():
 
 def test_command_line_maps_one_to_one_onto_the_config():
     import dataclasses
-    opts = {a.dest for a in build_parser()._actions if a.dest != "help"}
+    opts = {a.dest.removeprefix("cfg:") for a in build_parser()._actions if a.dest != "help"}
     assert opts == {f.name for f in dataclasses.fields(ToyConfig)}
     cfg = config_from_args(["--seeds", "2", "--targets", "ring8", "--methods", "nll", "pcd",
                             "--step-size", "0.05"])

@@ -1,11 +1,13 @@
-"""Software tests of the training loop (issue #4): bitwise resume, atomic checkpoints under
-SIGKILL, clear errors for corrupted/foreign checkpoints, divergence detection, config validation.
+"""Software tests of the training loop: bitwise resume, atomic checkpoints under SIGKILL, clear
+errors for corrupted/foreign checkpoints, divergence detection, config validation, and the
+step function (the KL loss's differentiated steps, chain ends written back to the buffer).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,19 +20,26 @@ import torch
 from ebmref.buffer import ReplayBuffer
 from ebmref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ebmref.nets import MLPEnergy
-from ebmref.training import TrainConfig, TrainingDiverged, train
+from ebmref.config import TrainConfig, with_overrides
+from ebmref.training import TrainingDiverged, train
 from ebmref.transitions import SymmetryMove
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+TOY = {"run.n_updates": 5, "run.batch_size": 16, "buffer.size": 128, "sampler.n_steps": 5,
+       "sampler.step_size": 0.01, "sampler.noise": None, "sampler.grad_clip": None,
+       "sampler.clamp": None, "buffer.noise_low": -3.0, "buffer.noise_high": 3.0,
+       "optim.lr": 1e-3, "run.log_every": 2, "run.ckpt_every": 3, "run.progress": False,
+       "run.device": "cpu"}
+
+
 def toy_config(steps: int = 5, **overrides) -> TrainConfig:
-    """A tiny 2-D run: eq. 1 Langevin, noise box [−3, 3]², no image clamps."""
-    base = {"steps": steps, "batch_size": 16, "buffer_size": 128, "n_steps": 5, "step_size": 0.01,
-                "noise": None, "grad_clip_x": None, "clamp": None, "noise_low": -3.0, "noise_high": 3.0,
-                "lr": 1e-3, "log_every": 2, "ckpt_every": 3, "progress": False, "device": "cpu"}
-    base.update(overrides)
-    return TrainConfig(**base)
+    """A tiny 2-D run: eq. 1 Langevin, noise box [−3, 3]², no image clamps. ``overrides`` by
+    dotted path with ``__`` for the dot (``optim__lr=2e-3``)."""
+    return with_overrides(TrainConfig(), {**TOY, "run.n_updates": steps,
+                                          **{k.replace("__", "."): v
+                                             for k, v in overrides.items()}})
 
 
 def toy_data(rng: torch.Generator, n: int = 256) -> torch.Tensor:
@@ -62,10 +71,11 @@ def _records(path: Path) -> list[dict]:
 @pytest.mark.parametrize("overrides", [
     {},
     {"spectral_norm": True},
-    {"init": "true_cd", "replacement": "reservoir", "kl_weight": 1.0, "entropy_weight": 0.3,
-         "entropy_reference": 32, "kl_steps": 2},
-    {"sampler": "mala", "step_size": 0.05, "init": "data"},
-    {"kl_weight": 1.0, "kl_sign": "cd", "kl_chains": 4, "kl_steps": 2, "init": "cd"},
+    {"buffer__init": "true_cd", "buffer__replacement": "reservoir", "kl__weight": 1.0,
+     "kl__entropy_weight": 0.3, "kl__entropy_reference": 32, "kl__differentiable_steps": 2},
+    {"sampler__kind": "mala", "sampler__step_size": 0.05, "buffer__init": "data"},
+    {"kl__weight": 1.0, "kl__sign": "cd", "kl__n_chains": 4, "kl__differentiable_steps": 2,
+     "buffer__init": "cd"},
 ], ids=["noise-fifo", "spectral-norm", "truecd-reservoir-kl", "mala-pcd", "cd-kl-subset"])
 def test_resume_is_bitwise_identical(tmp_path, rng, overrides):
     """N steps in one go == N/2 steps, stop, resume, N/2 steps: parameters, optimiser state,
@@ -112,8 +122,8 @@ def test_resume_without_checkpoint_is_not_identical_to_continuing(tmp_path, rng)
 def test_resume_rejects_changed_config(tmp_path, rng):
     data = toy_data(rng)
     train(make_energy(), data, toy_config(4), tmp_path)
-    with pytest.raises(ValueError, match="lr"):
-        train(make_energy(), data, toy_config(8, lr=2e-3), tmp_path, resume=True)
+    with pytest.raises(ValueError, match="optim.lr"):
+        train(make_energy(), data, toy_config(8, optim__lr=2e-3), tmp_path, resume=True)
     # steps may change: continuing to 8 works and starts at step 4
     res = train(make_energy(), data, toy_config(8), tmp_path, resume=True)
     assert res.step == 8 and res.history[0]["step"] == 6
@@ -262,7 +272,8 @@ def test_planted_divergence_huge_lr_stops_and_keeps_last_good_checkpoint(tmp_pat
     once it has produced bounded energies at step s + 1, so the checkpoint on disk is θ_{k−2}
     for a divergence detected at step k, and it loads with bounded energies."""
     gen = torch.Generator().manual_seed(0)  # a deterministic software test, not a stochastic one
-    cfg = toy_config(200, lr=3.0, ckpt_every=1, weight_grad_clip=None, max_energy=1e4)
+    cfg = toy_config(200, optim__lr=3.0, run__ckpt_every=1, optim__max_grad_norm=None,
+                     run__max_energy=1e4)
     with pytest.raises(TrainingDiverged) as info:
         train(make_energy(), toy_data(gen), cfg, tmp_path)
     err = info.value
@@ -276,13 +287,13 @@ def test_planted_divergence_huge_lr_stops_and_keeps_last_good_checkpoint(tmp_pat
     energy = make_energy()
     energy.load_state_dict(state["model"])
     with torch.no_grad():
-        assert energy(toy_data(gen)).abs().max() < cfg.max_energy
+        assert energy(toy_data(gen)).abs().max() < cfg.run.max_energy
 
 
 def test_planted_divergence_huge_sampler_step(tmp_path, rng):
     """A sampler step of 1e8 on eq. 1 sends the chains to huge/non-finite values within the
     first steps; no checkpoint is ever validated, and the message says so."""
-    cfg = toy_config(5, step_size=1e8, ckpt_every=1, max_energy=1e6)
+    cfg = toy_config(5, sampler__step_size=1e8, run__ckpt_every=1, run__max_energy=1e6)
     with pytest.raises(TrainingDiverged, match=r"at step \d: .*(samples|energy)") as info:
         train(make_energy(), toy_data(rng), cfg, tmp_path)
     assert "no checkpoint written yet" in str(info.value)
@@ -300,45 +311,59 @@ def test_divergence_check_catches_nan_parameters(rng):
 # --------------------------------------------------------------------------- validation
 
 
-@pytest.mark.parametrize("field,value", [
-    ("steps", 0), ("batch_size", -1), ("init", "persistent"), ("sampler", "hmc"),
-    ("n_steps", 0), ("step_size", 0.0), ("step_size", float("nan")), ("noise", -0.1),
-    ("grad_clip_x", 0.0), ("clamp", (1.0, 0.0)), ("l2", -1.0), ("kl_sign", "plus"),
-    ("kl_steps", 99), ("lr", -1e-3), ("betas", (0.0, 1.0)), ("weight_grad_clip", -1.0),
-    ("reinit_prob", 1.5), ("data_fraction", -0.1), ("replacement", "lifo"),
-    ("log_every", 0), ("ckpt_every", -1), ("max_energy", 0.0), ("device", "tpu"),
-    ("dtype", "float16"), ("noise_high", -5.0), ("transition_every", -1), ("buffer_size", 0),
-    ("entropy_estimator", "knn"), ("seed", -3), ("steps", 2.5),
+@pytest.mark.parametrize("path,value", [
+    ("run.n_updates", 0), ("run.batch_size", -1), ("buffer.init", "persistent"),
+    ("sampler.kind", "hmc"), ("sampler.n_steps", 0), ("sampler.step_size", 0.0),
+    ("sampler.step_size", float("nan")), ("sampler.noise", -0.1), ("sampler.grad_clip", 0.0),
+    ("sampler.clamp", (1.0, 0.0)), ("optim.l2", -1.0), ("kl.sign", "plus"),
+    ("kl.differentiable_steps", 99), ("optim.lr", -1e-3), ("optim.betas", (0.0, 1.0)),
+    ("optim.max_grad_norm", -1.0), ("buffer.reinit_prob", 1.5), ("buffer.data_fraction", -0.1),
+    ("buffer.replacement", "lifo"), ("run.log_every", 0), ("run.ckpt_every", -1),
+    ("run.max_energy", 0.0), ("run.device", "tpu"), ("run.dtype", "float16"),
+    ("buffer.noise_high", -5.0), ("sampler.transition_every", -1), ("buffer.size", 0),
+    ("kl.entropy_estimator", "knn"), ("run.seed", -3), ("run.n_updates", 2.5),
+    ("buffer.transition_on_read", 1), ("run.progress", "yes"),
 ])
-def test_invalid_config_rejected_with_field_name(field, value):
-    with pytest.raises(ValueError, match=field):
-        toy_config(**{"steps": 5, field: value})
+def test_invalid_config_rejected_with_field_name(path, value):
+    with pytest.raises(ValueError, match=re.escape(path)):
+        toy_config(5, **{path.replace(".", "__"): value})
+
+
+def test_unknown_field_and_flat_configs_of_earlier_versions():
+    with pytest.raises(ValueError, match="sampler.n_stepz"):
+        toy_config(5, sampler__n_stepz=3)
+    old = {"steps": 7, "sampler": "mala", "grad_clip_x": None, "noise": None, "clamp": None,
+           "kl_steps": 1, "weight_grad_clip": 0.5, "buffer_size": 64, "batch_size": 8}
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.run.n_updates, cfg.sampler.kind, cfg.optim.max_grad_norm, cfg.buffer.size) == \
+        (7, "mala", 0.5, 64)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
 def test_inconsistent_combinations_rejected():
-    with pytest.raises(ValueError, match="noise"):
-        toy_config(5, sampler="mala", noise=0.005)
-    with pytest.raises(ValueError, match="kl_weight"):
-        toy_config(5, sampler="mala", kl_weight=1.0)
-    with pytest.raises(ValueError, match="entropy_weight"):
-        toy_config(5, entropy_weight=0.3)
-    with pytest.raises(ValueError, match="batch_size"):
-        toy_config(5, batch_size=200, buffer_size=100)
-    with pytest.raises(ValueError, match="kl_chains"):
-        toy_config(5, kl_chains=17)  # more than batch_size = 16
-    with pytest.raises(ValueError, match="kl_chains"):
-        toy_config(5, kl_chains=4, transition_every=2)
+    with pytest.raises(ValueError, match="sampler.noise"):
+        toy_config(5, sampler__kind="mala", sampler__noise=0.005)
+    with pytest.raises(ValueError, match="kl.weight"):
+        toy_config(5, sampler__kind="mala", kl__weight=1.0)
+    with pytest.raises(ValueError, match="kl.entropy_weight"):
+        toy_config(5, kl__entropy_weight=0.3)
+    with pytest.raises(ValueError, match="run.batch_size"):
+        toy_config(5, run__batch_size=200, buffer__size=100)
+    with pytest.raises(ValueError, match="kl.n_chains"):
+        toy_config(5, kl__n_chains=17)  # more than run.batch_size = 16
+    with pytest.raises(ValueError, match="kl.n_chains"):
+        toy_config(5, kl__n_chains=4, sampler__transition_every=2)
 
 
 def test_invalid_arguments_rejected_before_any_work(tmp_path, rng):
     cfg = toy_config(5)
-    cfg.lr = -1.0  # mutated after construction: train() re-validates first
+    cfg.optim.lr = -1.0  # mutated after construction: train() re-validates first
     out = tmp_path / "never"
-    with pytest.raises(ValueError, match="lr"):
+    with pytest.raises(ValueError, match="optim.lr"):
         train(make_energy(), toy_data(rng), cfg, out)
     assert not out.exists()
     with pytest.raises(ValueError, match="transition"):
-        train(make_energy(), toy_data(rng), toy_config(5, transition_every=2), out)
+        train(make_energy(), toy_data(rng), toy_config(5, sampler__transition_every=2), out)
     with pytest.raises(ValueError, match="data"):
         train(make_energy(), torch.full((10, 2), float("nan")), toy_config(5), out)
     with pytest.raises(ValueError, match="resume"):
@@ -353,10 +378,12 @@ def test_invalid_arguments_rejected_before_any_work(tmp_path, rng):
 
 def test_outputs_metrics_and_config(tmp_path, rng):
     seen = []
-    res = train(make_energy(), toy_data(rng), toy_config(6, sampler="mala", step_size=0.05),
+    res = train(make_energy(), toy_data(rng),
+                toy_config(6, sampler__kind="mala", sampler__step_size=0.05),
                 tmp_path, callback=lambda step, rec: seen.append(step))
     cfg = json.loads((tmp_path / "config.json").read_text())
-    assert cfg["sampler"] == "mala" and cfg["resolved_device"] == "cpu" and cfg["steps"] == 6
+    assert cfg["sampler"]["kind"] == "mala" and cfg["resolved_device"] == "cpu"
+    assert cfg["run"]["n_updates"] == 6
     recs = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in recs] == [2, 4, 6] == seen
     for r in recs:
@@ -367,16 +394,17 @@ def test_outputs_metrics_and_config(tmp_path, rng):
 
 def test_cd_init_transitions_and_iterable_data(tmp_path, rng):
     data = toy_data(rng)
-    res = train(make_energy(), data, toy_config(4, init="cd"))
+    res = train(make_energy(), data, toy_config(4, buffer__init="cd"))
     assert res.buffer is None and res.step == 4
     move = SymmetryMove.sign_flips(2, dtype=torch.float32)
-    res = train(make_energy(), data, toy_config(4, transition_on_read=True, transition_every=2),
-                transition=move)
+    res = train(make_energy(), data, toy_config(4, buffer__transition_on_read=True,
+                                                sampler__transition_every=2), transition=move)
     assert res.step == 4 and torch.isfinite(res.buffer.storage).all()
     batches = [(data[i:i + 16], None) for i in range(0, 64, 16)]
-    res = train(make_energy(), batches, toy_config(6, init="true_cd"), tmp_path)
+    res = train(make_energy(), batches, toy_config(6, buffer__init="true_cd"), tmp_path)
     assert res.step == 6 and len(res.buffer) == 128
-    res = train(make_energy(), batches, toy_config(8, init="true_cd"), tmp_path, resume=True)
+    res = train(make_energy(), batches, toy_config(8, buffer__init="true_cd"), tmp_path,
+                resume=True)
     assert res.step == 8
 
 
@@ -391,9 +419,9 @@ def test_training_moves_a_gaussian_model_toward_the_data():
     gen = torch.Generator().manual_seed(0)
     data = 0.5 * torch.randn(2000, 1, generator=gen) + 2.0
     energy = Gaussian([0.0], [[1.0]])
-    cfg = toy_config(80, sampler="mala", step_size=0.5, n_steps=5, batch_size=64,
-                     buffer_size=512, noise_low=-3.0, noise_high=3.0, lr=0.05, l2=0.0,
-                     weight_grad_clip=None, log_every=20)
+    cfg = toy_config(80, sampler__kind="mala", sampler__step_size=0.5, sampler__n_steps=5,
+                     run__batch_size=64, buffer__size=512, optim__lr=0.05, optim__l2=0.0,
+                     optim__max_grad_norm=None, run__log_every=20)
     res = train(energy, data, cfg)
     mu, s = float(energy.mu.detach()), float(energy.L.detach().abs())
     assert abs(mu - 2.0) <= 0.3, mu
@@ -413,14 +441,14 @@ def test_image_run_with_transitions_resumes_bitwise(tmp_path, kind):
     gen = torch.Generator().manual_seed(0)
     data = torch.rand(32, 1, 8, 8, generator=gen)
     if kind.startswith("elastic"):
-        transition, extra = ElasticDeform(sigma=0.5, points=3), {"transition_every": 2}
+        transition, extra = ElasticDeform(sigma=0.5, points=3), {"sampler.transition_every": 2}
     else:
         transition, extra = Augment(crop_scale=(0.6, 1.0), blur_sigma=(0.1, 0.5)), \
-            {"transition_on_read": True}
-    cfg = lambda steps: TrainConfig(
-        steps=steps, batch_size=4, buffer_size=16, n_steps=4, step_size=10.0, noise=0.005,
-        grad_clip_x=0.01, clamp=(0.0, 1.0), lr=1e-4, log_every=1, ckpt_every=1,
-        progress=False, device="cpu", **extra)
+            {"buffer.transition_on_read": True}
+    cfg = lambda steps: with_overrides(TrainConfig(), {  # Du's image sampler: the defaults
+        "run.n_updates": steps, "run.batch_size": 4, "buffer.size": 16, "sampler.n_steps": 4,
+        "run.log_every": 1, "run.ckpt_every": 1, "run.progress": False, "run.device": "cpu",
+        **extra})
 
     def model():
         torch.manual_seed(1)
@@ -436,3 +464,80 @@ def test_image_run_with_transitions_resumes_bitwise(tmp_path, kind):
     assert ((r1.buffer.storage >= 0) & (r1.buffer.storage <= 1)).all()
     cfg_json = json.loads((tmp_path / "one" / "config.json").read_text())
     assert type(transition).__name__ in cfg_json["transition"]
+
+
+# --------------------------------------------------------------------------- the step function
+
+
+def _step_setup(k: int, **overrides):
+    from ebmref.training import TrainState
+
+    cfg = toy_config(3, kl__weight=1.0, kl__differentiable_steps=k, sampler__n_steps=5,
+                     sampler__step_size=0.05, optim__max_grad_norm=None, **overrides)
+    state = TrainState.create(make_energy(), cfg)
+    state.ensure_buffer((2,))
+    return state
+
+
+def _reference_grads(state, x_pos: torch.Tensor, k: int) -> list[torch.Tensor]:
+    """The gradient of one update computed by hand from copies of the state: buffer read,
+    ``langevin`` with the last k steps differentiated, loss = eq. 3 + KL loss."""
+    import copy
+
+    from ebmref.objectives import contrastive_loss, kl_loss
+    from ebmref.samplers import langevin
+
+    cfg, energy = state.config, copy.deepcopy(state.energy)
+    g = torch.Generator().set_state(state.generator.get_state())
+    buffer = copy.deepcopy(state.buffer)
+    x0, _ = buffer.sample(cfg.run.batch_size, g, data=x_pos)
+    x = langevin(energy, x0, cfg.sampler.n_steps, cfg.sampler.step_size, generator=g,
+                 differentiable_steps=k).x
+    loss = contrastive_loss(energy(x_pos), energy(x.detach()), cfg.optim.l2) \
+        + kl_loss(energy, x, sign=cfg.kl.sign)
+    return list(torch.autograd.grad(loss, list(energy.parameters())))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_train_step_differentiates_the_configured_number_of_steps(rng, k):
+    """train_step's weight gradient equals the hand-built one with k = kl.differentiable_steps
+    differentiated sampler steps, and differs from the one with another k (the bug "the loop
+    always differentiates one step" fails this for k = 3; for k = 1 the other k is 3)."""
+    from ebmref.training import train_step
+
+    state = _step_setup(k)
+    x_pos = toy_data(rng, 16)
+    want = _reference_grads(state, x_pos, k)
+    wrong = _reference_grads(state, x_pos, 4 - k)
+    train_step(state, x_pos)
+    got = [p.grad for p in state.energy.parameters()]
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(got, want))
+    assert not all(torch.allclose(a, b, rtol=1e-3, atol=1e-5) for a, b in zip(got, wrong))
+
+
+@pytest.mark.parametrize("replacement", ["fifo", "reservoir"])
+def test_train_step_writes_chain_ends_back_to_the_buffer(rng, replacement, monkeypatch):
+    """After an update the buffer holds the step's negatives x⁻: in the next FIFO slots, or
+    (reservoir) every stored row is an old row or a row of x⁻ and at least one is new. The
+    broken variant (no push) fails the same check."""
+    from ebmref.buffer import ReplayBuffer
+    from ebmref.training import train_step
+
+    def check(state) -> None:
+        x_pos = toy_data(rng, 16)
+        state.buffer.sample(1, torch.Generator().manual_seed(0), data=x_pos)  # fill it
+        before, ptr = state.buffer.storage.clone(), state.buffer.ptr
+        out = train_step(state, x_pos)
+        after = state.buffer.storage
+        if replacement == "fifo":
+            slots = (ptr + torch.arange(out.x_neg.shape[0])) % after.shape[0]
+            assert torch.equal(after[slots], out.x_neg)
+        else:
+            old = (after[:, None] == before[None]).all(-1).any(1)
+            new = (after[:, None] == out.x_neg[None]).all(-1).any(1)
+            assert bool((old | new).all()) and bool((new & ~old).any())
+
+    check(_step_setup(1, buffer__replacement=replacement))
+    monkeypatch.setattr(ReplayBuffer, "push", lambda self, x, generator=None: None)
+    with pytest.raises(AssertionError):
+        check(_step_setup(1, buffer__replacement=replacement))
