@@ -2,7 +2,7 @@
 
 Experiments (toys, digits, MNIST) compare trained models, whose spread across seeds is the
 noise. This module is the one place that turns such a comparison into a verdict word; reports
-and ``verification/CLAIMS.md`` take their words from it (EXPERIMENTS.md, "The rule, in code").
+and ``verification/CLAIMS.md`` take their words from it.
 
 Vocabulary (:data:`VERDICTS`)
 -----------------------------
