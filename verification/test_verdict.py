@@ -1,4 +1,4 @@
-"""The pre-registered decision rule (ebmref/verdict.py, EXPERIMENTS.md) on fixed inputs, its
+"""The pre-registered decision rule (ebmref/verdict.py) on fixed inputs, its
 tests against scipy, and one calibrated simulation of its error rate and its MDE."""
 
 from __future__ import annotations
