@@ -72,13 +72,18 @@ class ReplayBuffer:
         device: where states are stored.
         seed: seeds the buffer's own generator, used by reservoir pushes when no generator is
             passed to :meth:`push` (saved in :meth:`state_dict`).
+        n_members: G > 1 keeps G independent buffers of ``capacity`` states each, one per
+            member of an ensemble (:class:`ebmref.ensemble.EnsembleEnergy`): every read, push
+            and peek of G·n states is G consecutive blocks of n, block g from and to member g's
+            buffer only.
     """
 
     def __init__(self, capacity: int, init: str = "noise", reinit_prob: float = 0.05,
                  data_fraction: float = 0.1, replacement: str = "fifo",
                  noise_fn: NoiseFn | None = None, device: str | torch.device = "cpu",
-                 seed: int = 0):
+                 seed: int = 0, n_members: int = 1):
         check_int_range(capacity, "capacity", 1)
+        check_int_range(n_members, "n_members", 1)
         check_choice(init, "init", INIT_POLICIES)
         check_probability(reinit_prob, "reinit_prob")
         check_probability(data_fraction, "data_fraction")
@@ -86,6 +91,7 @@ class ReplayBuffer:
         if init == "noise" and noise_fn is None:
             raise ValueError("noise_fn: required when init='noise', got None")
         self.capacity = capacity
+        self.n_members = n_members
         self.init = init
         self.reinit_prob = float(reinit_prob)
         self.data_fraction = float(data_fraction)
@@ -93,8 +99,8 @@ class ReplayBuffer:
         self.noise_fn = noise_fn
         self.device = torch.device(device)
         self.storage: Tensor | None = None
-        self.ptr = 0  # next FIFO slot
-        self.n_seen = 0  # states ever written (reservoir sampling's counter)
+        self.ptr = 0  # next FIFO slot (of every member's buffer)
+        self.n_seen = 0  # states ever written per member (reservoir sampling's counter)
         self._gen = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self) -> int:
@@ -102,15 +108,30 @@ class ReplayBuffer:
 
     # -- filling and reading -------------------------------------------------------------
     def _fill(self, generator: torch.Generator | None, data: Tensor | None) -> None:
+        total = self.capacity * self.n_members
         if self.init == "noise":
-            x = self.noise_fn(self.capacity, generator)
+            x = self.noise_fn(total, generator)
         else:
             if data is None:
                 raise ValueError(f"data: required to fill a buffer with init={self.init!r}")
-            x = _pick(data, self.capacity, generator, self.device)
+            x = _pick(data, total, generator, self.device)
         self.storage = x.detach().to(self.device).clone()
         self.n_seen = self.capacity
         self.ptr = 0
+
+    def _per_member(self, n: int, name: str) -> int:
+        if n % self.n_members:
+            raise ValueError(f"{name}: {n} states do not split into n_members="
+                             f"{self.n_members} equal blocks")
+        return n // self.n_members
+
+    def _slots(self, idx: Tensor) -> Tensor:
+        """Member-local indices (G·n,) → rows of the storage (member g's block for block g)."""
+        if self.n_members == 1:
+            return idx
+        per = idx.shape[0] // self.n_members
+        offsets = torch.arange(self.n_members, device=idx.device).repeat_interleave(per)
+        return idx + offsets * self.capacity
 
     def sample(self, batch: int, generator: torch.Generator | None = None,
                data: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -123,9 +144,11 @@ class ReplayBuffer:
         reproducible from the generator state alone.
         """
         check_int_range(batch, "batch", 1)
+        self._per_member(batch, "batch")
         if self.storage is None:
             self._fill(generator, data)
-        idx = torch.randint(0, self.capacity, (batch,), generator=generator, device=self.device)
+        idx = self._slots(torch.randint(0, self.capacity, (batch,), generator=generator,
+                                        device=self.device))
         x = self.storage[idx].clone()
         if self.init == "noise" and self.reinit_prob > 0:
             x = self._replace(x, self.reinit_prob, self.noise_fn(batch, generator), generator)
@@ -146,7 +169,9 @@ class ReplayBuffer:
         of Du et al. 2020, §5.4.3)."""
         if self.storage is None:
             raise ValueError("peek: the buffer is empty; call sample() first")
-        idx = torch.randint(0, self.capacity, (n,), generator=generator, device=self.device)
+        self._per_member(n, "n")
+        idx = self._slots(torch.randint(0, self.capacity, (n,), generator=generator,
+                                        device=self.device))
         return self.storage[idx].clone()
 
     def push(self, x: Tensor, generator: torch.Generator | None = None) -> None:
@@ -158,19 +183,22 @@ class ReplayBuffer:
         if tuple(x.shape[1:]) != tuple(self.storage.shape[1:]):
             raise ValueError(f"x: expected shape (n, {tuple(self.storage.shape[1:])}), "
                              f"got {tuple(x.shape)}")
-        n = x.shape[0]
-        check_int_range(n, "x.shape[0]", 1, self.capacity)
+        n = self._per_member(x.shape[0], "x.shape[0]")
+        check_int_range(n, "x.shape[0] per member", 1, self.capacity)
         if self.replacement == "fifo":
             slots = (self.ptr + torch.arange(n, device=self.device)) % self.capacity
-            self.storage[slots] = x
+            self.storage[self._slots(slots.repeat(self.n_members))] = x
             self.ptr = (self.ptr + n) % self.capacity
         else:
             g = generator if generator is not None else self._gen
             # The i-th state ever written (count c) goes to slot j ~ U{0..c−1} if j < capacity.
             counts = self.n_seen + 1 + torch.arange(n, device=self.device, dtype=torch.float64)
-            u = torch.rand(n, generator=g, device=self.device, dtype=torch.float64)
-            j = (u * counts).long().tolist()  # one host sync per push, not per sampler step
-            winner = {slot: i for i, slot in enumerate(j) if slot < self.capacity}  # later wins
+            u = torch.rand(x.shape[0], generator=g, device=self.device, dtype=torch.float64)
+            j = (u * counts.repeat(self.n_members)).long().tolist()  # one host sync per push
+            winner = {}
+            for i, slot in enumerate(j):  # a later state wins the same slot
+                if slot < self.capacity:
+                    winner[slot + (i // n) * self.capacity] = i
             if winner:
                 slots = torch.tensor(list(winner), device=self.device)
                 rows = torch.tensor(list(winner.values()), device=self.device)
@@ -184,6 +212,7 @@ class ReplayBuffer:
             "ptr": self.ptr,
             "n_seen": self.n_seen,
             "capacity": self.capacity,
+            "n_members": self.n_members,
             "init": self.init,
             "replacement": self.replacement,
             "generator": self._gen.get_state(),
@@ -191,8 +220,8 @@ class ReplayBuffer:
 
     def load_state_dict(self, state: dict) -> None:
         for key, mine in (("capacity", self.capacity), ("init", self.init),
-                          ("replacement", self.replacement)):
-            if state.get(key) != mine:
+                          ("replacement", self.replacement), ("n_members", self.n_members)):
+            if state.get(key, 1 if key == "n_members" else None) != mine:
                 raise ValueError(f"buffer state: {key} is {state.get(key)!r} in the saved state "
                                  f"but {mine!r} in this buffer")
         storage = state["storage"]

@@ -28,6 +28,7 @@ class Energy(nn.Module):
     """
 
     event_shape: tuple[int, ...] = ()
+    n_members: int = 1  # > 1: an ensemble of independent energies (ebmref.ensemble)
 
     def grad(self, x: Tensor, create_graph: bool = False) -> Tensor:
         """∇ₓE(x) for a batch, shape of ``x``."""

@@ -32,18 +32,30 @@ def _as_points(x: Tensor, name: str) -> Tensor:
     return x.flatten(1)
 
 
-def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int,
-                     min_distance: float = 0.0) -> tuple[Tensor, int]:
-    """ρ_{k,i} (N,), floored at ``min_distance``, and the number M of candidate neighbours."""
+def _grouped(pts: Tensor, groups: int, name: str) -> Tensor:
+    """(N, d) → (groups, N / groups, d): consecutive blocks of rows, one per group."""
+    if pts.shape[0] % groups:
+        raise ValueError(f"{name}: {pts.shape[0]} points do not split into groups={groups} "
+                         "equal blocks")
+    return pts.view(groups, -1, pts.shape[1])
+
+
+def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int, min_distance: float = 0.0,
+                     groups: int = 1) -> tuple[Tensor, int]:
+    """ρ_{k,i} (N,), floored at ``min_distance``, and the number M of candidate neighbours per
+    point; with ``groups`` > 1 neighbours are searched within each point's block only."""
+    check_int_range(groups, "groups", 1)
     pts = _as_points(x, "x")
     if reference is None:
-        ref, m = pts, pts.shape[0] - 1
+        ref = pts
     else:
         ref = _as_points(reference, "reference")
         if ref.shape[1] != pts.shape[1]:
             raise ValueError(f"reference: points of dimension {ref.shape[1]} do not match x "
                              f"of dimension {pts.shape[1]}")
-        m = ref.shape[0]
+    if groups > 1:
+        pts, ref = _grouped(pts, groups, "x"), _grouped(ref, groups, "reference")
+    m = ref.shape[-2] - (1 if reference is None else 0)
     if m < k:
         what = "x (without each point itself)" if reference is None else "reference"
         raise ValueError(f"{what}: the k-NN estimator with k={k} needs at least k candidate "
@@ -51,9 +63,9 @@ def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int,
     # The direct (non-matrix-product) distance avoids cancellation for close neighbours.
     dist = torch.cdist(pts, ref, compute_mode="donot_use_mm_for_euclid_dist")
     if reference is None:
-        eye = torch.eye(pts.shape[0], dtype=torch.bool, device=pts.device)
+        eye = torch.eye(pts.shape[-2], dtype=torch.bool, device=pts.device)
         dist = dist.masked_fill(eye, math.inf)  # a point is not its own neighbour
-    rho = torch.topk(dist, k, dim=1, largest=False).values[:, -1]
+    rho = torch.topk(dist, k, dim=-1, largest=False).values[..., -1].reshape(-1)
     if min_distance > 0:
         # Clamped chains (images in [0, 1]) or float32 round-off can tie points exactly; the
         # floor keeps log ρ finite, and such a pair gets no repelling gradient.
@@ -70,7 +82,7 @@ def log_unit_ball_volume(d: int) -> float:
 
 
 def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None,
-                        min_distance: float = 0.0) -> Tensor:
+                        min_distance: float = 0.0, groups: int = 1) -> Tensor:
     """Kozachenko–Leonenko k-NN entropy estimate Ĥ of the law of the rows of ``x`` (nats).
 
     Args:
@@ -80,12 +92,14 @@ def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None,
         reference: optional separate set (M, ...) of independent draws from p; the neighbours
             of each xᵢ are then searched there (M candidates) instead of among the other points.
         min_distance: floor on ρ_{k,i}; 0 (default) raises on coinciding points instead.
+        groups: G > 1 splits ``x`` (and ``reference``) into G equal consecutive blocks, each a
+            sample of its own law (the members of an ensemble): the mean of the G estimates.
 
     Returns Ĥ = ψ(M + 1) − ψ(k) + log V_d + (d/N) Σ log ρ_{k,i} as a 0-dim tensor.
     """
     check_int_range(k, "k", 1)
     check_nonnegative(min_distance, "min_distance")
-    rho, m = _kth_nn_distance(x, reference, k, min_distance)
+    rho, m = _kth_nn_distance(x, reference, k, min_distance, groups)
     d = _as_points(x, "x").shape[1]
     const = (torch.special.digamma(torch.tensor(m + 1.0, dtype=torch.float64))
              - torch.special.digamma(torch.tensor(float(k), dtype=torch.float64))).item()
@@ -93,13 +107,14 @@ def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None,
 
 
 def nearest_neighbour_surrogate(x: Tensor, reference: Tensor | None = None,
-                                min_distance: float = 0.0) -> Tensor:
+                                min_distance: float = 0.0, groups: int = 1) -> Tensor:
     """Du et al. (2020)'s entropy surrogate S = (1/N) Σᵢ log min_j ‖xᵢ − b_j‖ (nats / d + const).
 
     ``reference`` is the set B of past samples (Du: 100 replay-buffer samples); ``None`` uses
     the other points of ``x``. Maximising S repels the points from B (paper §5.4.3);
-    Ĥ_KL(k=1) = ψ(M + 1) − ψ(1) + log V_d + d·S exactly.
+    Ĥ_KL(k=1) = ψ(M + 1) − ψ(1) + log V_d + d·S exactly. ``groups``: as in
+    :func:`kozachenko_leonenko`.
     """
     check_nonnegative(min_distance, "min_distance")
-    rho, _ = _kth_nn_distance(x, reference, 1, min_distance)
+    rho, _ = _kth_nn_distance(x, reference, 1, min_distance, groups)
     return torch.log(rho).mean()

@@ -41,7 +41,8 @@ def sample_negatives(energy: Energy, x0: Tensor, sampler: SamplerConfig,
       With the KL loss on (``kl.weight > 0``) the last k = ``kl.differentiable_steps`` steps keep
       their graph and x̃ = x⁻ with that graph. With ``kl.n_chains`` = m, 0 < m < B (Du et al.
       2020), all B chains run detached and the last k steps are rerun with a graph, with fresh
-      noise, on the first m chains only: x̃ then has m rows and memory is bounded by m.
+      noise, on the first m chains only: x̃ then has m rows and memory is bounded by m (for an
+      ensemble, :mod:`ebmref.ensemble`, B and m count per member).
     """
     if sampler.kind == "mala":
         out = mala(energy, x0, sampler.n_steps, sampler.step_size, generator=generator)
@@ -55,8 +56,10 @@ def sample_negatives(energy: Energy, x0: Tensor, sampler: SamplerConfig,
                         differentiable_steps=differentiable, **kwargs).x
 
     k = kl.differentiable_steps if kl is not None and kl.enabled else 0
-    if k and 0 < kl.n_chains < x0.shape[0]:
+    members = energy.n_members  # the first m chains of each member (ebmref.ensemble)
+    if k and 0 < kl.n_chains < x0.shape[0] // members:
         x_mid = run(x0, sampler.n_steps - k)
-        return Negatives(run(x_mid, k), x_diff=run(x_mid[:kl.n_chains], k, k))
+        subset = x_mid.view(members, -1, *x_mid.shape[1:])[:, :kl.n_chains].flatten(0, 1)
+        return Negatives(run(x_mid, k), x_diff=run(subset, k, k))
     x = run(x0, sampler.n_steps, k)
     return Negatives(x.detach(), x_diff=x if k else None)

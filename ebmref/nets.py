@@ -28,7 +28,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 from ebmref.energy import Energy
 from ebmref.validation import check_choice, check_int_range
 
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "swish": nn.SiLU,
     "silu": nn.SiLU,
     "relu": nn.ReLU,
@@ -51,13 +51,14 @@ class MLPEnergy(Energy):
         check_int_range(dim, "dim", 1)
         check_int_range(hidden, "hidden", 1)
         check_int_range(depth, "depth", 1)
-        check_choice(activation, "activation", tuple(_ACTIVATIONS))
+        check_choice(activation, "activation", tuple(ACTIVATIONS))
         layers: list[nn.Module] = []
         width = dim
         for _ in range(depth):
-            layers += [nn.Linear(width, hidden), _ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, hidden), ACTIVATIONS[activation]()]
             width = hidden
         layers.append(nn.Linear(width, 1))
+        self.activation = activation
         if spectral_norm:
             layers = [_spectral_norm(m) if isinstance(m, nn.Linear) else m for m in layers]
         self.net = nn.Sequential(*layers)

@@ -65,7 +65,7 @@ def frozen_energy(energy: Energy, x: Tensor) -> Tensor:
 
 def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_weight: float = 0.0,
             reference: Tensor | None = None, entropy: str = "nn", k: int = 1,
-            min_distance: float = 1e-8) -> Tensor:
+            min_distance: float = 1e-8, groups: int = 1) -> Tensor:
     """The KL loss on differentiable chain outputs x̃ ~ q_θ^t (§4.2, §5.4.1).
 
     With Ĥ the entropy estimate of the x̃ (against ``reference`` when given) and w the
@@ -91,6 +91,9 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
             number of differentiated sampler steps (``KLConfig.differentiable_steps``).
         min_distance: floor on nearest-neighbour distances, so chains tied exactly (clamped
             to a box, or equal in float32) do not make the entropy term −∞.
+        groups: for an ensemble of G members (:class:`ebmref.ensemble.EnsembleEnergy`) whose
+            chains are G consecutive blocks of ``x_diff`` and ``reference``: the entropy of each
+            block is estimated on its own; the loss is the mean of the members' losses.
     """
     check_choice(sign, "sign", KL_SIGNS)
     check_choice(entropy, "entropy", ENTROPY_ESTIMATORS)
@@ -111,9 +114,10 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
     if entropy_weight > 0:
         if entropy == "kl":
             h = kozachenko_leonenko(x_diff, k=k, reference=reference,
-                                    min_distance=min_distance)
+                                    min_distance=min_distance, groups=groups)
         else:
-            h = nearest_neighbour_surrogate(x_diff, reference, min_distance=min_distance)
+            h = nearest_neighbour_surrogate(x_diff, reference, min_distance=min_distance,
+                                            groups=groups)
         value = e_term - entropy_weight * h
     else:
         value = e_term

@@ -27,7 +27,6 @@ parameters that already diverged.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -41,17 +40,16 @@ from tqdm.auto import tqdm
 from ebmref import distributed
 from ebmref.batches import DataSource
 from ebmref.buffer import ReplayBuffer, UniformNoise
-from ebmref.checkpoint import load_checkpoint, save_checkpoint
-from ebmref.config import DTYPES, RESUMABLE_CHANGES, TrainConfig
+from ebmref.config import DTYPES, TrainConfig
 from ebmref.energy import Energy
 from ebmref.negatives import sample_negatives
 from ebmref.objectives import contrastive_loss, kl_loss
+from ebmref.rundir import CHECKPOINT_NAME, RunFiles
 from ebmref.samplers import Transition
 from ebmref.transitions import Clamped
 
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
-CONFIG_NAME = "config.json"
+__all__ = ["CHECKPOINT_NAME", "StepOutput", "TrainResult", "TrainState", "TrainingDiverged",
+           "train", "train_step"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -108,7 +106,8 @@ class TrainState:
                 ctx.shard(b.size, "buffer.size"), b.init, b.reinit_prob, b.data_fraction,
                 b.replacement, noise_fn=UniformNoise(event_shape, b.noise_low, b.noise_high,
                                                      dtype, device),
-                device=device, seed=distributed.rank_seed(run.seed, ctx.rank))
+                device=device, seed=distributed.rank_seed(run.seed, ctx.rank),
+                n_members=self.energy.n_members)
         return self.buffer
 
     def state_dict(self, copy_tensors: bool = False) -> dict:
@@ -163,13 +162,13 @@ def train_step(state: TrainState, x_pos: Tensor, *, pool: Tensor | None = None,
     Raises :class:`TrainingDiverged` before the optimiser step when a quantity is non-finite or
     |E| exceeds ``run.max_energy``.
     """
-    cfg, energy, g = state.config, state.energy, state.generator
+    cfg, energy, g, members = state.config, state.energy, state.generator, state.energy.n_members
     model = energy if model is None else model
     buffer = state.ensure_buffer(tuple(x_pos.shape[1:]))
     if buffer is None:  # CD-k: chains start at the data batch
         x0 = x_pos.detach().clone()
     else:  # this rank's share of the batch of chains, like its share of the data batch
-        n_chains = distributed.current().shard(cfg.run.batch_size, "run.batch_size")
+        n_chains = distributed.current().shard(cfg.run.batch_size, "run.batch_size") * members
         x0, _ = buffer.sample(n_chains, g, data=x_pos if pool is None else pool)
     if cfg.buffer.transition_on_read:
         x0 = transition(x0, g)
@@ -178,7 +177,7 @@ def train_step(state: TrainState, x_pos: Tensor, *, pool: Tensor | None = None,
     # is not its own nearest neighbour).
     reference = None
     if cfg.kl.enabled and cfg.kl.entropy_weight > 0 and buffer is not None:
-        reference = buffer.peek(cfg.kl.entropy_reference, g)
+        reference = buffer.peek(cfg.kl.entropy_reference * members, g)
     if buffer is not None:
         buffer.push(neg.x, g)
 
@@ -188,10 +187,11 @@ def train_step(state: TrainState, x_pos: Tensor, *, pool: Tensor | None = None,
     if cfg.kl.enabled:
         loss_kl = kl_loss(energy, neg.x_diff, sign=cfg.kl.sign,
                           entropy_weight=cfg.kl.entropy_weight, reference=reference,
-                          entropy=cfg.kl.entropy_estimator)
+                          entropy=cfg.kl.entropy_estimator, groups=members)
         loss = loss + cfg.kl.weight * loss_kl
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    # An ensemble's losses are means over its members: the sum gives each its own gradient.
+    (loss * members if members > 1 else loss).backward()
     max_norm = cfg.optim.max_grad_norm if cfg.optim.max_grad_norm is not None else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(
         [p for p in energy.parameters() if p.requires_grad], max_norm)
@@ -238,6 +238,13 @@ def _check_energy(step: int, name: str, value: float, max_energy: float) -> None
                                if math.isfinite(value) else "")
 
 
+def _located(err: TrainingDiverged, last_good: Path | None) -> TrainingDiverged:
+    """The same divergence, its message naming the checkpoint a user can go back to."""
+    where = (f"; last good checkpoint: {last_good}" if last_good is not None
+             else "; no checkpoint written yet")
+    return TrainingDiverged(err.step, err.quantity, err.value, err.detail + where)
+
+
 def _validate_final(state: TrainState, x_pos: Tensor, x_neg: Tensor) -> None:
     """The final parameters on the last batches; eval mode so that e.g. spectral norm's power
     iteration does not advance (resumed runs must match uninterrupted ones)."""
@@ -252,63 +259,6 @@ def _validate_final(state: TrainState, x_pos: Tensor, x_neg: Tensor) -> None:
         _check_energy(state.step, name, value, state.config.run.max_energy)
 
 
-def _check_resumable(saved: dict, config: TrainConfig) -> None:
-    changed = TrainConfig.from_dict(saved).differences(config, ignore=RESUMABLE_CHANGES)
-    if changed:
-        diffs = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise ValueError(f"resume: the config differs from the checkpoint's in {diffs}; only "
-                         f"{RESUMABLE_CHANGES} may change")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records written after the checkpoint we resume from (they will be recomputed)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in keep))
-
-
-class _RunFiles:
-    """What :func:`train` writes under ``out_dir`` (rank 0 only): config.json, metrics.jsonl and
-    the checkpoint, and which checkpoint is the last good one (for divergence messages)."""
-
-    def __init__(self, out: Path | None, state: TrainState, resume: bool, recorded: dict):
-        self.out, self.is_main = out, distributed.current().is_main
-        self.ckpt = out / CHECKPOINT_NAME if out is not None else None
-        self.last_good: Path | None = None  # a stale file of an earlier run is not "ours"
-        if out is None:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        if resume and self.ckpt.exists():
-            saved = load_checkpoint(self.ckpt, map_location=state.config.run.resolved_device())
-            _check_resumable(saved["config"], state.config)
-            state.load_state_dict(saved)
-            self.last_good = self.ckpt
-            if self.is_main:
-                _truncate_metrics(out / METRICS_NAME, state.step)
-        elif not resume and self.is_main:
-            (out / METRICS_NAME).unlink(missing_ok=True)
-        if self.is_main:
-            record = {**state.config.to_dict(), **recorded}
-            (out / CONFIG_NAME).write_text(json.dumps(record, indent=2) + "\n")
-
-    def save(self, checkpoint: dict) -> None:
-        if self.ckpt is not None:
-            self.last_good = save_checkpoint(checkpoint, self.ckpt) if self.is_main else self.ckpt
-
-    def log(self, record: dict) -> None:
-        if self.out is not None and self.is_main:
-            with open(self.out / METRICS_NAME, "a") as f:
-                f.write(json.dumps(record) + "\n")
-
-    def located(self, err: TrainingDiverged) -> TrainingDiverged:
-        """The same divergence, its message naming the checkpoint a user can go back to."""
-        where = (f"; last good checkpoint: {self.last_good}" if self.last_good is not None
-                 else "; no checkpoint written yet")
-        return TrainingDiverged(err.step, err.quantity, err.value, err.detail + where)
-
-
 def _check_arguments(energy, config: TrainConfig, out_dir, resume: bool, transition) -> None:
     config.validate()
     if not isinstance(energy, Energy):
@@ -318,6 +268,9 @@ def _check_arguments(energy, config: TrainConfig, out_dir, resume: bool, transit
                          "sampler.transition_every) but no transition callable was given")
     if resume and out_dir is None:
         raise ValueError("resume: needs out_dir, got out_dir=None")
+    if energy.n_members > 1 and config.optim.max_grad_norm is not None:
+        raise ValueError("optim.max_grad_norm: must be None for an ensemble (a norm over all "
+                         f"members would couple them), got {config.optim.max_grad_norm}")
 
 
 def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
@@ -348,7 +301,10 @@ def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
     # share of the batch with its own generator and buffer shard, gradients are averaged.
     ctx, run = distributed.init_from_env(), config.run
     device, dtype = run.resolved_device(), DTYPES[run.dtype]
-    source = DataSource(data, ctx.shard(run.batch_size, "run.batch_size"), device, dtype)
+    if ctx.enabled and energy.n_members > 1:
+        raise ValueError("energy: ensembles do not run under a process group (torchrun)")
+    source = DataSource(data, ctx.shard(run.batch_size, "run.batch_size") * energy.n_members,
+                        device, dtype)
     recorded = {"resolved_device": str(device), "transition": repr(transition),
                 "energy": type(energy).__name__}
     if transition is not None and config.sampler.clamp is not None:
@@ -357,7 +313,7 @@ def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
     state = TrainState.create(energy, config)
     if source.tensor is not None:
         state.ensure_buffer(tuple(source.tensor.shape[1:]))
-    files = _RunFiles(Path(out_dir) if out_dir is not None else None, state, resume, recorded)
+    files = RunFiles(Path(out_dir) if out_dir is not None else None, state, resume, recorded)
     # Under torchrun: DDP (broadcasts rank 0's θ now, averages weight gradients in backward).
     # Only the loss forwards go through it; the sampler calls the bare module (∇ₓE only).
     model = distributed.data_parallel(energy)
@@ -372,7 +328,7 @@ def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
             out = train_step(state, x_pos, pool=source.tensor, transition=transition,
                              model=model)
         except TrainingDiverged as err:
-            raise files.located(err) from None
+            raise _located(err, files.last_good) from None
         if pending is not None:  # θ_{step−1}, captured with its state, just passed the checks
             files.save(pending)
             pending = None
@@ -393,7 +349,7 @@ def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
         try:
             _validate_final(state, x_pos, out.x_neg)
         except TrainingDiverged as err:
-            raise files.located(err) from None
+            raise _located(err, files.last_good) from None
         files.save(state.state_dict())  # a collective under a process group: all ranks call
     distributed.barrier()  # the checkpoint is on disk before any rank returns
     return TrainResult(step=state.step, history=history, buffer=state.buffer,
