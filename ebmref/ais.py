@@ -55,7 +55,7 @@ from ebmref.validation import (
     check_positive,
 )
 
-Transition = Callable[[Energy, Tensor, float, int, "torch.Generator | None"], tuple[Tensor, Tensor]]
+Kernel = Callable[[Energy, Tensor, float, int, "torch.Generator | None"], tuple[Tensor, Tensor]]
 """(energy, x, step_size, n_steps, generator) → (new x, per-particle acceptance rate (B,)); it
 must leave exp(−energy) invariant for the estimator to be unbiased."""
 
@@ -203,7 +203,7 @@ class AnnealedEnergy(Energy):
         return e, g
 
 
-def mala_transition(energy: Energy, x: Tensor, step_size: float, n_steps: int,
+def mala_kernel(energy: Energy, x: Tensor, step_size: float, n_steps: int,
                     generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """The default kernel: ``n_steps`` MALA steps (:func:`ebmref.samplers.mala`)."""
     out = mala(energy, x, n_steps, step_size, generator=generator)
@@ -258,7 +258,7 @@ def summarise_log_weights(log_w: Tensor) -> tuple[float, float, float]:
 
 
 def _anneal(path: AnnealedEnergy, x: Tensor, betas: Tensor, steps: Tensor, n_mcmc: int,
-            transition: Transition, generator: torch.Generator | None,
+            kernel: Kernel, generator: torch.Generator | None,
             target_acceptance: float | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Move particles x along ``betas`` (either direction), index k = position on this run.
 
@@ -277,7 +277,7 @@ def _anneal(path: AnnealedEnergy, x: Tensor, betas: Tensor, steps: Tensor, n_mcm
         path.beta = float(betas[k])
         if n_mcmc == 0:
             continue
-        x, a = transition(path, x, float(steps[k]), n_mcmc, generator)
+        x, a = kernel(path, x, float(steps[k]), n_mcmc, generator)
         acc[k] = float(a.mean())
         if target_acceptance is not None and k < k_max:
             steps[k + 1] = steps[k] * math.exp(float(acc[k]) - target_acceptance)
@@ -285,12 +285,12 @@ def _anneal(path: AnnealedEnergy, x: Tensor, betas: Tensor, steps: Tensor, n_mcm
 
 
 def _check_path(target: Energy, base: AnalyticEnergy, betas: Tensor, step_size: float | Tensor,
-                n_mcmc: int, transition: Transition) -> tuple[Tensor, Tensor]:
+                n_mcmc: int, kernel: Kernel) -> tuple[Tensor, Tensor]:
     """Validate the arguments shared by both directions; returns (betas, step sizes (K + 1,))."""
     if not isinstance(target, Energy):
-        raise ValueError(f"target: expected an ebmref.energy.Energy, got {type(target)}")  # noqa: TRY004
+        raise ValueError(f"target: expected an ebmref.energy.Energy, got {type(target)}")
     if not isinstance(base, (Gaussian, UniformBox)):
-        raise ValueError(  # noqa: TRY004 - bad arguments are ValueErrors here
+        raise ValueError(
             f"base: expected an ebmref.energy.Gaussian or ebmref.ais.UniformBox (known log Z₀ "
             f"and exact samples), got {type(base)}")
     if target.event_shape and tuple(target.event_shape) != tuple(base.event_shape):
@@ -313,13 +313,13 @@ def _check_path(target: Energy, base: AnalyticEnergy, betas: Tensor, step_size: 
         check_positive(step_size, "step_size")
         steps = torch.full((n,), float(step_size), dtype=torch.float64)
     check_int_range(n_mcmc, "n_mcmc", 0)
-    if not callable(transition):
-        raise ValueError(f"transition: expected a callable, got {transition!r}")  # noqa: TRY004
+    if not callable(kernel):
+        raise ValueError(f"kernel: expected a callable, got {kernel!r}")
     return betas, steps
 
 
 def _pilot_steps(path: AnnealedEnergy, base: AnalyticEnergy, betas: Tensor, steps: Tensor,
-                 n_mcmc: int, transition: Transition, target_acceptance: float, n_pilot: int,
+                 n_mcmc: int, kernel: Kernel, target_acceptance: float, n_pilot: int,
                  generator: torch.Generator | None) -> Tensor:
     """Step sizes per β_k adapted on a forward pilot run with its own particles and draws."""
     if not (isinstance(target_acceptance, float) and 0.0 < target_acceptance < 1.0):
@@ -327,7 +327,7 @@ def _pilot_steps(path: AnnealedEnergy, base: AnalyticEnergy, betas: Tensor, step
     check_int_range(n_pilot, "n_pilot", 1)
     x = base.sample(n_pilot, generator)
     path.beta = 0.0
-    steps = _anneal(path, x, betas, steps, n_mcmc, transition, generator, target_acceptance)[3]
+    steps = _anneal(path, x, betas, steps, n_mcmc, kernel, generator, target_acceptance)[3]
     steps[0] = steps[1]  # β₀ has a kernel only in reverse runs
     return steps
 
@@ -335,7 +335,7 @@ def _pilot_steps(path: AnnealedEnergy, base: AnalyticEnergy, betas: Tensor, step
 def ais(target: Energy, base: AnalyticEnergy, n_particles: int, betas: Tensor,
         step_size: float | Tensor = 0.1, *, n_mcmc: int = 1, adapt: bool = False,
         target_acceptance: float = 0.6, n_pilot: int = 256,
-        transition: Transition = mala_transition,
+        kernel: Kernel = mala_kernel,
         generator: torch.Generator | None = None) -> AISResult:
     """Forward AIS estimate of log Z_θ = log ∫ exp(−E_θ) (Neal, 2001; module docstring).
 
@@ -354,23 +354,23 @@ def ais(target: Energy, base: AnalyticEnergy, n_particles: int, betas: Tensor,
             particle it moves, so it would no longer leave p_{β_k} invariant given the past
             and E[w] = Z_θ/Z₀ would fail (a bias of order 1/N); the pilot draws its own
             particles and noise, so the main run is exactly unbiased given the pilot's steps.
-        transition: the kernel (:data:`Transition`); the default is MALA.
+        kernel: the MCMC move (:data:`Kernel`); the default is MALA.
         generator: all randomness (pilot, base samples, kernels).
 
     Returns:
         :class:`AISResult`, log_z = log Z₀ + log mean(w).
     """
-    betas, steps = _check_path(target, base, betas, step_size, n_mcmc, transition)
+    betas, steps = _check_path(target, base, betas, step_size, n_mcmc, kernel)
     check_int_range(n_particles, "n_particles", 2)
     if not isinstance(adapt, bool):
-        raise ValueError(f"adapt: must be a bool, got {adapt!r}")  # noqa: TRY004
+        raise ValueError(f"adapt: must be a bool, got {adapt!r}")
     path = AnnealedEnergy(base, target)
     if adapt:
-        steps = _pilot_steps(path, base, betas, steps, n_mcmc, transition, target_acceptance,
+        steps = _pilot_steps(path, base, betas, steps, n_mcmc, kernel, target_acceptance,
                              n_pilot, generator)
     path.beta = 0.0
     x = base.sample(n_particles, generator)
-    log_w, x, acc, steps = _anneal(path, x, betas, steps, n_mcmc, transition, generator)
+    log_w, x, acc, steps = _anneal(path, x, betas, steps, n_mcmc, kernel, generator)
     log_z0 = float(base.log_partition().detach())
     lme, se, ess = summarise_log_weights(log_w)
     return AISResult(log_z0 + lme, se, ess, log_w, x, acc, steps, betas, log_z0)
@@ -379,7 +379,7 @@ def ais(target: Energy, base: AnalyticEnergy, n_particles: int, betas: Tensor,
 def reverse_ais(target: Energy, base: AnalyticEnergy, samples: Tensor, betas: Tensor,
                 step_size: float | Tensor = 0.1, *, n_mcmc: int = 1, adapt: bool = False,
                 target_acceptance: float = 0.6, n_pilot: int = 256,
-                transition: Transition = mala_transition,
+                kernel: Kernel = mala_kernel,
                 generator: torch.Generator | None = None) -> AISResult:
     """Reverse AIS from exact samples of p_θ (bidirectional Monte Carlo, Grosse et al., 2015).
 
@@ -390,24 +390,24 @@ def reverse_ais(target: Energy, base: AnalyticEnergy, samples: Tensor, betas: Te
     are those of :func:`ais`; with ``adapt`` the pilot runs *forward* from p₀, so it needs no
     target samples and stays independent of ``samples``.
     """
-    betas, steps = _check_path(target, base, betas, step_size, n_mcmc, transition)
+    betas, steps = _check_path(target, base, betas, step_size, n_mcmc, kernel)
     if not isinstance(samples, Tensor) or samples.ndim < 2 or samples.shape[0] < 2 \
             or tuple(samples.shape[1:]) != tuple(base.event_shape):
+        got = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples)
         raise ValueError(f"samples: expected exact target samples (N >= 2, "
-                         f"{', '.join(map(str, base.event_shape))}), got "
-                         f"{tuple(samples.shape) if isinstance(samples, Tensor) else type(samples)}")
+                         f"{', '.join(map(str, base.event_shape))}), got {got}")
     check_finite(samples, "samples")
     if isinstance(base, UniformBox) and not bool(base.contains(samples).all()):
         raise ValueError("samples: must lie inside the base's box")
     if not isinstance(adapt, bool):
-        raise ValueError(f"adapt: must be a bool, got {adapt!r}")  # noqa: TRY004
+        raise ValueError(f"adapt: must be a bool, got {adapt!r}")
     path = AnnealedEnergy(base, target)
     if adapt:
-        steps = _pilot_steps(path, base, betas, steps, n_mcmc, transition, target_acceptance,
+        steps = _pilot_steps(path, base, betas, steps, n_mcmc, kernel, target_acceptance,
                              n_pilot, generator)
     path.beta = 1.0
     log_w, x, acc, _ = _anneal(path, samples.detach(), betas.flip(0), steps.flip(0), n_mcmc,
-                               transition, generator)
+                               kernel, generator)
     log_z0 = float(base.log_partition().detach())
     lme, se, ess = summarise_log_weights(log_w)
     return AISResult(log_z0 - lme, se, ess, log_w, x, acc.flip(0), steps, betas, log_z0,

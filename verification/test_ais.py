@@ -39,16 +39,17 @@ from ebmref.ais import (
     UniformBox,
     ais,
     fit_gaussian,
-    mala_transition,
+    mala_kernel,
     reverse_ais,
     schedule,
     summarise_log_weights,
 )
 from ebmref.analytic import log_partition_quadrature
+from ebmref.config import TrainConfig, with_overrides
 from ebmref.energy import Gaussian, GaussianMixture, SumEnergy
 from ebmref.nets import MLPEnergy
 from ebmref.samplers import langevin
-from ebmref.training import TrainConfig, train
+from ebmref.training import train
 from verification.stats import (
     ALPHA,
     UnderpoweredError,
@@ -217,7 +218,7 @@ def ais_weight_after_move(target, base, n, betas, steps, generator) -> AISResult
     log_w = torch.zeros(n, dtype=F64)
     for k in range(1, betas.numel()):
         path.beta = float(betas[k])
-        x, _ = mala_transition(path, x, float(steps[k]), 1, generator)
+        x, _ = mala_kernel(path, x, float(steps[k]), 1, generator)
         log_w -= float(betas[k] - betas[k - 1]) * path.log_ratio_increment(x)
     lme, se, ess = summarise_log_weights(log_w)
     log_z0 = float(base.log_partition().detach())
@@ -234,7 +235,7 @@ BROKEN_FORWARD = {
     "endpoint_0.9": lambda d, n, g: ais(endpoint_target(d), d.base, n, d.betas, d.steps,
                                         generator=g),
     "ula_transitions": lambda d, n, g: ais(d.target, d.base, n, d.betas, d.steps,
-                                           transition=ula_transition, generator=g),
+                                           kernel=ula_transition, generator=g),
     "weight_after_move": lambda d, n, g: ais_weight_after_move(d.target, d.base, n, d.betas,
                                                                d.steps, g),
 }
@@ -278,12 +279,12 @@ def bound_break_probability(variant: str) -> float:
     d = design("2d")
     g = _fixed(f"pilot:{variant}")
     if variant == "cold_transitions":
-        res = ais(d.target, d.base, d.n_fwd, d.betas, d.steps, transition=cold_transition,
+        res = ais(d.target, d.base, d.n_fwd, d.betas, d.steps, kernel=cold_transition,
                   generator=g)
         excess = run_excess(res, d.log_z, d.run)
     else:
         res = reverse_ais(d.target, d.base, d.target.sample(d.n_rev, g), d.betas, d.steps,
-                          transition=ula_transition, generator=g)
+                          kernel=ula_transition, generator=g)
         excess = run_excess(res, d.log_z, d.rev_run)
     k, n = int((excess > d.b).sum()), excess.numel()
     return float(stats.beta.ppf(1e-3, k, n - k + 1)) if k > 0 else 0.0
@@ -297,7 +298,7 @@ def test_cold_transitions_break_lower_bound(rng):
     n_runs = d.n_fwd // d.run
     p = bound_break_probability("cold_transitions")
     require(bound_power(n_runs, d.b, p, ALPHA3) >= 1 - MISS, f"cold: exceedance {p:.4f}")
-    res = ais(d.target, d.base, d.n_fwd, d.betas, d.steps, transition=cold_transition,
+    res = ais(d.target, d.base, d.n_fwd, d.betas, d.steps, kernel=cold_transition,
               generator=rng)
     with pytest.raises(AssertionError):
         assert_pvalues({"b_lower_bound": bound_pvalue(run_excess(res, d.log_z, d.run), d.b)},
@@ -313,7 +314,7 @@ def test_reverse_ula_breaks_upper_bound(rng):
     p = bound_break_probability("reverse_ula")
     require(bound_power(n_runs, d.b, p, ALPHA3) >= 1 - MISS, f"reverse ULA: exceedance {p:.4f}")
     res = reverse_ais(d.target, d.base, d.target.sample(d.n_rev, rng), d.betas, d.steps,
-                      transition=ula_transition, generator=rng)
+                      kernel=ula_transition, generator=rng)
     with pytest.raises(AssertionError):
         assert_pvalues({"c_upper_bound": bound_pvalue(run_excess(res, d.log_z, d.rev_run), d.b)},
                        ALPHA3)
@@ -387,11 +388,14 @@ def train_toy_model() -> tuple[SumEnergy, Tensor, float, float]:
     confine.requires_grad_(False)
     torch.manual_seed(0)  # nn.Linear initialisation
     energy = SumEnergy([MLPEnergy(2, hidden=32, depth=2), confine])
-    config = TrainConfig(steps=200, batch_size=128, seed=0, device="cpu", dtype="float64",
-                         init="noise", buffer_size=1000, noise_low=-4.0, noise_high=4.0,
-                         sampler="ula", n_steps=10, step_size=0.02, noise=None, grad_clip_x=None,
-                         clamp=None, l2=0.1, lr=1e-2, betas=(0.9, 0.999), weight_grad_clip=None,
-                         log_every=100, ckpt_every=0, progress=False)
+    config = with_overrides(TrainConfig(), {
+        "run.n_updates": 200, "run.batch_size": 128, "run.seed": 0, "run.device": "cpu",
+        "run.dtype": "float64", "run.log_every": 100, "run.ckpt_every": 0,
+        "run.progress": False, "buffer.init": "noise", "buffer.size": 1000,
+        "buffer.noise_low": -4.0, "buffer.noise_high": 4.0, "sampler.n_steps": 10,
+        "sampler.step_size": 0.02, "sampler.noise": None, "sampler.grad_clip": None,
+        "sampler.clamp": None, "optim.l2": 0.1, "optim.lr": 1e-2, "optim.betas": (0.9, 0.999),
+        "optim.max_grad_norm": None})
     train(energy, data, config)
     energy.eval().requires_grad_(False)
     log_z, err = log_partition_quadrature(energy, TOY_BOX, 401)
@@ -502,7 +506,8 @@ def test_uniform_box_energy_and_partition():
 def test_box_path_rejects_every_proposal_outside_the_box():
     """With a UniformBox base, E_β = +∞ outside the box at every β (0, intermediate, 1), so
     MALA never accepts a proposal there: all particles stay in the box, by construction of
-    the accept test (not a rare event), with a step (proposal sd 0.32) that often proposes outside."""
+    the accept test (not a rare event), with a step (proposal sd 0.32) that often proposes
+    outside."""
     target, _ = box_target()
     base = UniformBox(0.0, 1.0, (2,), dtype=F64)
     x = torch.tensor([[0.5, 0.5], [1.5, 0.5]], dtype=F64)
@@ -531,13 +536,13 @@ def test_adapted_steps_follow_the_rule_and_come_from_the_pilot():
     base = fit_gaussian(target.sample(500, _fixed("adapt:data")))
     used: list[float] = []
     res = ais(target, base, 8, schedule(4, "linear"), 0.1, adapt=True, target_acceptance=0.6,
-              n_pilot=5, transition=_fixed_acceptance(1.0, used))
+              n_pilot=5, kernel=_fixed_acceptance(1.0, used))
     expected = [0.1 * math.exp(0.4 * k) for k in range(4)]
     assert used == pytest.approx(expected * 2, rel=1e-12)  # pilot, then the main run
     torch.testing.assert_close(res.step_sizes, torch.tensor([0.1] + expected, dtype=F64))
     assert math.isnan(float(res.acceptance[0])) and res.acceptance[1:].tolist() == [1.0] * 4
     rev = reverse_ais(target, base, target.sample(6, _fixed("adapt:x")), schedule(4, "linear"),
-                      res.step_sizes, transition=_fixed_acceptance(0.5, used := []))
+                      res.step_sizes, kernel=_fixed_acceptance(0.5, used := []))
     assert used == pytest.approx(expected[::-1][1:] + [0.1], rel=1e-12)  # β₃, β₂, β₁, β₀
     assert math.isnan(float(rev.acceptance[-1])) and rev.acceptance[:-1].tolist() == [0.5] * 4
 
@@ -565,7 +570,7 @@ def _bad_calls():
         ("adapt", lambda: ais(target, base, 4, b, adapt=1)),
         ("target_acceptance", lambda: ais(target, base, 4, b, adapt=True, target_acceptance=1.0)),
         ("n_pilot", lambda: ais(target, base, 4, b, adapt=True, n_pilot=0)),
-        ("transition", lambda: ais(target, base, 4, b, transition="mala")),
+        ("kernel", lambda: ais(target, base, 4, b, kernel="mala")),
         ("samples", lambda: reverse_ais(target, base, x[:1], b)),
         ("samples", lambda: reverse_ais(target, base, x[:, :1], b)),
         ("samples", lambda: reverse_ais(target, UniformBox(0.0, 1.0, (2,), dtype=F64),
