@@ -55,6 +55,7 @@ class ConfinedEnergy(Energy):
         self.net = net
         self.radius = float(radius)
         self.event_shape = net.event_shape
+        self.n_members = net.n_members  # an ensemble of nets stays one (ebmref.ensemble)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x) + (x * x).sum(-1) / (2.0 * self.radius**2)
