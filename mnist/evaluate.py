@@ -5,7 +5,10 @@ data on first use and kept at ``--classifier`` (default ``runs/mnist_classifier/
 sample directory written by ``mnist.sample`` (``chains.pt``), this writes ``metrics.json``:
 
 * ``final``: confident fraction, predicted-digit entropy and histogram, Fréchet distance to
-  held-out real digits in classifier-feature space (:mod:`mnist.metrics`) of the chain ends;
+  held-out real digits in classifier-feature space (:mod:`mnist.metrics`) of the chain ends,
+  with a bootstrap CI (``frechet_ci``) and the real-data floor at the same n as a distribution
+  (``frechet_floor``: random subsets of n training digits; at n = 40 it mostly measures class
+  composition, so only n ≥ 1,000 supports a comparison between models);
 * ``trajectory``: digit switches per 1,000 steps (all / confident frames), per-frame confident
   fraction and digit entropy;
 * ``energy`` (when the run directory is known): mean E_θ of chain starts, ends and held-out
@@ -29,7 +32,14 @@ from torch import Tensor
 
 from mnist.classifier import load_or_train_classifier
 from mnist.data import MNISTData, add_data_arguments, data_from_args
-from mnist.metrics import classify, mean_energy, sample_metrics, trajectory_metrics
+from mnist.metrics import (
+    classify,
+    frechet_bootstrap,
+    frechet_floor,
+    mean_energy,
+    sample_metrics,
+    trajectory_metrics,
+)
 from mnist.runs import load_chains, load_trained
 
 METRICS_NAME = "metrics.json"
@@ -40,12 +50,27 @@ class Evaluator:
 
     def __init__(self, train: MNISTData, heldout: MNISTData, classifier_path=None,
                  classifier_epochs: int = 8, classifier_max_images: int | None = None,
-                 device: str = "cpu", verbose: bool = True):
+                 device: str = "cpu", verbose: bool = True, n_boot: int = 200,
+                 floor_draws: int = 50):
         self.classifier, self.classifier_meta = load_or_train_classifier(
             train, heldout, classifier_path, epochs=classifier_epochs, device=device,
             max_images=classifier_max_images, verbose=verbose)
-        self.heldout = heldout
+        self.heldout, self.train = heldout, train
+        self.n_boot, self.floor_draws = n_boot, floor_draws
         _, self.heldout_features = classify(self.classifier, heldout.images)
+        self._train_features: Tensor | None = None
+        self._floors: dict[int, dict] = {}
+
+    def floor(self, n: int) -> dict:
+        """Fréchet distances of random subsets of n training digits to the held-out features
+        (:func:`mnist.metrics.frechet_floor`), cached per n."""
+        if n not in self._floors:
+            if self._train_features is None:
+                _, self._train_features = classify(self.classifier, self.train.images)
+            n_ = min(n, self._train_features.shape[0])
+            self._floors[n] = frechet_floor(self._train_features, self.heldout_features, n_,
+                                            self.floor_draws)
+        return self._floors[n]
 
     def reference(self, train: MNISTData, n: int = 1000) -> dict:
         """Metrics of real digits: held-out images scored against held-out features would be
@@ -64,6 +89,12 @@ class Evaluator:
                "trajectory": trajectory_metrics(self.classifier, trajectory.float(),
                                                 steps_per_frame),
                "classifier": self.classifier_meta}
+        if final.shape[0] >= 2:
+            _, feats = classify(self.classifier, final)
+            boot = frechet_bootstrap(feats, self.heldout_features, self.n_boot)
+            floor = self.floor(final.shape[0])
+            out["final"]["frechet_ci"] = boot["ci"]
+            out["final"]["frechet_floor"] = {k: v for k, v in floor.items() if k != "values"}
         if energy is not None:
             e_start = mean_energy(energy, trajectory[0].float())
             e_end = mean_energy(energy, final)
@@ -95,9 +126,14 @@ def evaluate_sample_dir(evaluator: Evaluator, sample_dir: Path, energy=None) -> 
 def summary_row(metrics: dict) -> dict:
     """The headline numbers of one metrics.json (for tables)."""
     f, t = metrics["final"], metrics["trajectory"]
+    ci = f.get("frechet_ci", [math.nan, math.nan])
+    floor = f.get("frechet_floor", {})
     row = {"confident": f["confident_fraction"], "digit_entropy": f["digit_entropy"],
            "confident_digit_entropy": f.get("confident_digit_entropy", math.nan),
            "frechet": f.get("frechet_distance", math.nan),
+           "frechet_ci_low": ci[0], "frechet_ci_high": ci[1],
+           "frechet_floor_mean": floor.get("mean", math.nan),
+           "frechet_floor_sd": floor.get("sd", math.nan),
            "switches_per_1k": t["switches_per_1k"],
            "confident_switches_per_1k": t["confident_switches_per_1k"]}
     if "energy" in metrics:

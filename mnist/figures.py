@@ -85,7 +85,8 @@ def _fmt(v) -> str:
 
 def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
     """Markdown table: one row per sample set (sorted by name)."""
-    cols = ["confident", "digit_entropy", "confident_digit_entropy", "frechet", "switches_per_1k",
+    cols = ["confident", "digit_entropy", "confident_digit_entropy", "frechet", "frechet_ci_low",
+            "frechet_ci_high", "frechet_floor_mean", "frechet_floor_sd", "switches_per_1k",
             "confident_switches_per_1k", "energy_gap", "same_digit_as_start", "l2_from_start"]
     head = ["sample set", "model", "init", "steps", "noise", "elastic every", *cols]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -101,7 +102,7 @@ def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
         vals = [f"real digits (reference, n={reference['n']})", "–", "–", "–", "–", "–",
                 reference["confident_fraction"], reference["digit_entropy"],
                 reference.get("confident_digit_entropy", math.nan),
-                reference.get("frechet_distance", math.nan)] + [math.nan] * 5
+                reference.get("frechet_distance", math.nan)] + [math.nan] * 9
         lines.append("| " + " | ".join(_fmt(v) for v in vals) + " |")
     return "\n".join(lines) + "\n"
 

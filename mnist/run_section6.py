@@ -4,17 +4,22 @@
     python mnist/run_section6.py --study /tmp/s6 --tiny           # CPU smoke run, < 1 min
     python mnist/run_section6.py --study runs/c27 --scale cpu --sets c27   # the CPU C27 run
 
-1. train the presets ``nll``, ``true_cd``, ``elastic``, ``du2020`` (library training loop;
-   an existing run in STUDY/runs/<preset> is resumed/extended, not retrained);
+1. train the presets ``nll``, ``true_cd``, ``kl_cd_sign``, ``elastic``, ``du2020`` (library
+   training loop; an existing run in STUDY/runs/<preset> is resumed/extended, not retrained);
 2. run the chain sets (:data:`SETS`) on them with ``mnist.sample``;
 3. evaluate every set with the digit classifier (``mnist.evaluate``) and the real-digit
    reference;
-4. draw Figures 3–5 and the metrics table (``mnist.figures``).
+4. draw Figures 3–5 and the metrics table (``mnist.figures``);
+5. apply the scale gate (:func:`scale_gate`): a C27 or C29 conclusion about samples needs the
+   NLL baseline to make digits (confident fraction of its chains from noise ≥ 0.8); otherwise
+   ``STUDY/decisions.json`` says "not measured" at this scale.
 
-Scales: ``gpu`` (full IGEBM net and sampler, chains of 10,000 / 20,000 steps — the step counts
-of the paper's figures; the time split is a plan, not measured here: no GPU was available when
-this was written), ``cpu`` (narrow net, width 16; short training and chains), ``tiny``
-(seconds). ``STUDY/timing.json`` records the wall time of every phase.
+Scales: ``gpu`` (full IGEBM net and sampler, 1,000 chains of 10,000 / 20,000 steps — the step
+counts of the paper's figures, and enough chains for Fréchet distances at n ≥ 1,000; its run
+time is a plan, not measured here: no GPU was available when this was written), ``cpu`` (narrow
+net, width 16; short training, 40 chains: Fréchet distances there come with the real-data floor
+at the same n and support no comparison), ``tiny`` (seconds). ``STUDY/timing.json`` records the
+wall time of every phase.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import torch
 
 from ebmref.config import SamplerConfig
 from ebmref.training import CHECKPOINT_NAME
+from ebmref.verdict import not_measured
 from mnist.data import add_data_arguments, data_from_args
 from mnist.evaluate import Evaluator, evaluate_sample_dir
 from mnist.figures import make_all
@@ -40,30 +46,32 @@ from mnist.runs import load_trained
 from mnist.sample import ChainConfig, sample_run
 from mnist.train import train_preset
 
-PRESETS = ("nll", "true_cd", "elastic", "du2020")
+PRESETS = ("nll", "true_cd", "kl_cd_sign", "elastic", "du2020")
 
 # Per scale: training overrides shared by all presets, update counts, chain lengths.
 SCALES = {
     "gpu": {"train": {"run.device": "auto", "run.progress": True},
-            "steps": {"nll": 1000, "true_cd": 1000, "elastic": 1000, "du2020": 600},
+            "steps": {"nll": 1000, "true_cd": 1000, "kl_cd_sign": 1000, "elastic": 1000,
+                      "du2020": 600},
             "short": 200, "long": 10_000, "longest": 20_000, "record_every": 100,
-            "n_chains": 64, "high_noise": 0.05, "classifier_epochs": 8,
-            "classifier_max_images": None},
+            "n_chains": 1000, "high_noise": 0.05, "classifier_epochs": 8,
+            "classifier_max_images": None, "n_boot": 200, "floor_draws": 50},
     "cpu": {"train": {"run.device": "cpu", "model.arch": "igebm", "model.width": 16,
                       "run.batch_size": 64, "sampler.n_steps": 30, "buffer.size": 2000,
                       "optim.lr": 3e-4, "run.progress": False, "run.ckpt_every": 50},
-            "steps": {"nll": 200, "true_cd": 200, "elastic": 200, "du2020": 150},
+            "steps": {"nll": 200, "true_cd": 200, "kl_cd_sign": 200, "elastic": 200,
+                      "du2020": 150},
             "short": 200, "long": 1000, "longest": 1000, "record_every": 50,
             "n_chains": 40, "high_noise": 0.05, "classifier_epochs": 8,
-            "classifier_max_images": None},
+            "classifier_max_images": None, "n_boot": 200, "floor_draws": 50},
     "tiny": {"train": {"run.device": "cpu", "model.arch": "igebm", "model.width": 4,
                        "run.batch_size": 8, "sampler.n_steps": 4, "buffer.size": 64,
                        "run.progress": False, "run.log_every": 1, "kl.entropy_reference": 16,
                        "kl.n_chains": 4},
-             "steps": {"nll": 3, "true_cd": 3, "elastic": 3, "du2020": 2},
+             "steps": {"nll": 3, "true_cd": 3, "kl_cd_sign": 3, "elastic": 3, "du2020": 2},
              "short": 10, "long": 20, "longest": 20, "record_every": 5,
              "n_chains": 4, "high_noise": 0.05, "classifier_epochs": 1,
-             "classifier_max_images": 500},
+             "classifier_max_images": 500, "n_boot": 10, "floor_draws": 3},
 }
 
 # Chain sets: name -> (model preset, init, length key, noise ("low" = 0.005, "high" = the
@@ -71,6 +79,8 @@ SCALES = {
 SETS = {
     "true_cd_noise": ("true_cd", "noise", "long", "low", 0),
     "true_cd_data": ("true_cd", "heldout", "long", "low", 0),
+    "kl_cd_sign_noise": ("kl_cd_sign", "noise", "long", "low", 0),
+    "kl_cd_sign_data": ("kl_cd_sign", "heldout", "long", "low", 0),
     "nll_data": ("nll", "heldout", "long", "low", 0),
     "nll_noise": ("nll", "noise", "longest", "low", 0),
     "nll_data_lownoise_short": ("nll", "heldout", "short", "low", 0),
@@ -85,6 +95,7 @@ SETS = {
 }
 GROUPS = {
     "c27": ["true_cd_noise", "true_cd_data", "nll_data", "nll_noise"],
+    "kl": ["kl_cd_sign_noise", "kl_cd_sign_data", "nll_noise"],
     "c28": ["nll_data_lownoise_short", "nll_data_highnoise_short", "nll_data_highnoise_long",
             "nll_data_noise0.02_long", "nll_data_noise0.1_long"],
     "c29": ["elastic_noise_elastic", "elastic_noise", "nll_noise", "nll_noise_elastic"],
@@ -118,7 +129,8 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
 
     t0 = time.perf_counter()
     evaluator = Evaluator(train_data, heldout, study / "classifier.pt",
-                          s["classifier_epochs"], s["classifier_max_images"])
+                          s["classifier_epochs"], s["classifier_max_images"],
+                          n_boot=s["n_boot"], floor_draws=s["floor_draws"])
     # Fréchet distances are biased upward at small n: the reference uses n = n_chains real
     # digits, the same n as every chain set, so that it is the floor for the table's numbers.
     ref = evaluator.reference(train_data, n=min(s["n_chains"], len(train_data)))
@@ -163,8 +175,35 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
     made = make_all(study)
     timing["figures"] = time.perf_counter() - t0
     (study / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    decisions = scale_gate(results, scale)
+    (study / "decisions.json").write_text(json.dumps(decisions, indent=2) + "\n")
     print(made.get("metrics.md", ""))
-    return {"timing": timing, "results": results, "figures": made}
+    return {"timing": timing, "results": results, "figures": made, "decisions": decisions}
+
+
+CONFIDENT_NEEDED = 0.8
+
+
+def scale_gate(results: dict, scale: str) -> dict:
+    """C27 and C29 are claims about samples: at a scale where the NLL baseline's chains from
+    noise are not digits (confident fraction < 0.8), neither can be concluded there. Returns
+    {claim: line} — "not measured …" (:func:`ebmref.verdict.not_measured`) when the gate
+    fails; otherwise the gate's numbers (the verdict then needs ≥ 10 seeds, ``--seed``)."""
+    nll = results.get("nll_noise")
+    if nll is None:
+        line = not_measured(f"the NLL baseline's chains from noise were not run at the {scale} "
+                            "scale").line()
+        return {"C27": line, "C29": line}
+    frac = nll["final"]["confident_fraction"]
+    if frac < CONFIDENT_NEEDED:
+        line = not_measured(
+            f"not measured at {scale.upper()} scale: the NLL baseline does not make digits "
+            f"(confident fraction of its chains from noise {frac:.3g} < {CONFIDENT_NEEDED})"
+        ).line()
+        return {"C27": line, "C29": line}
+    ok = (f"gate passed at {scale} scale (NLL chains from noise confident {frac:.3g} ≥ "
+          f"{CONFIDENT_NEEDED}); decide with ebmref.verdict over ≥ 10 seeds (--seed)")
+    return {"C27": ok, "C29": ok}
 
 
 def main(argv: list[str] | None = None) -> int:

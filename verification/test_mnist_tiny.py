@@ -101,7 +101,11 @@ def test_presets_and_overrides():
     assert resolve("kl_cd_sign")[0].kl.sign == "cd"
     el, em = resolve("elastic")
     assert el.buffer.transition_on_read and em.transition == "elastic"
-    assert set(PRESETS) == {"nll", "true_cd", "kl_cd_sign", "du2020", "elastic", "tiny"}
+    assert set(PRESETS) == {"nll", "true_cd", "kl_cd_sign", "du2020", "du2020_code", "elastic",
+                            "tiny"}
+    # the paper's 1 % re-initialisation (§5.1.1); Du et al.'s code's 0.1 % as an option
+    assert du.buffer.reinit_prob == 0.01
+    assert resolve("du2020_code")[0].buffer.reinit_prob == 0.001
     with pytest.raises(ValueError, match="preset"):
         resolve("improved_cd")
     with pytest.raises(ValueError, match="overrides"):
