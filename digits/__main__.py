@@ -1,0 +1,103 @@
+"""``python -m digits [--quick] [--out DIR] [--cache DIR] [--seeds N] [--methods a,b]``
+
+Runs the digits study (:mod:`digits.study`) and writes ``report.md``, ``metrics.json``,
+``config.json`` and the figures under ``--out`` (default ``digits/results``). Trained models are
+cached under ``--cache`` and reused by later runs with the same configuration;
+``--report-only`` rebuilds the report from the last run's saved results.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from threadpoolctl import threadpool_limits
+
+from digits import figures, report
+from digits.claims import all_verdicts
+from digits.config import StudyConfig, build_parser, config_from_args
+from digits.study import _Phase, chain_sets, fit_all, jsonable, likelihoods, machine, prepare
+
+RESULTS_NAME = "results.pt"
+
+
+def run_study(cfg: StudyConfig, log=print) -> dict:
+    """Every phase (:mod:`digits.study`), then the outputs; torch and BLAS use
+    ``cfg.threads`` threads."""
+    torch.set_num_threads(cfg.threads)
+    with threadpool_limits(limits=cfg.threads, user_api="blas"):
+        return _run(cfg, log)
+
+
+def _run(cfg: StudyConfig, log) -> dict:
+    timing: dict = {}
+    t0, c0 = time.perf_counter(), time.process_time()
+    with _Phase(timing, "prepare", log):
+        ctx, prep = prepare(cfg, log)
+    with _Phase(timing, "fit", log):
+        fits = fit_all(ctx, log)
+    with _Phase(timing, "likelihood", log):
+        lik = likelihoods(ctx, fits, log)
+    with _Phase(timing, "chains", log):
+        chains = chain_sets(ctx, fits, log)
+    timing["total"] = {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+    refs = {k: ({kk: vv for kk, vv in v.items() if kk != "features"} if isinstance(v, dict)
+                else v) for k, v in prep["references"].items()}
+    results = {
+        "config": cfg.to_dict(), "machine": machine(), "timing": timing,
+        "split": prep["split"], "classifier": prep["classifier"], "references": refs,
+        "fits": {m: {"summary": r["fit"].summary(), "tuning": r["tuning"],
+                     "cached": r.get("cached", False)} for m, r in fits.items()},
+        "likelihood": lik,
+        "chains": {k: v for k, v in chains.items() if k != "grids"},
+        "command": "python -m digits" + (" --quick" if cfg.quick else ""),
+    }
+    grids = chains["grids"]
+    Path(cfg.cache).mkdir(parents=True, exist_ok=True)
+    blob = json.dumps(jsonable(results))  # strict JSON: NaN → None, as --report-only reads it
+    torch.save({"results": blob, "grids": grids}, Path(cfg.cache) / RESULTS_NAME)
+    return write_outputs(cfg, json.loads(blob), grids, log)
+
+
+def write_outputs(cfg: StudyConfig, results: dict, grids: dict, log=print) -> dict:
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    verdicts = all_verdicts(results, cfg)
+    results["verdicts"] = {name: {"plan": v["plan"],
+                                  "headline": v["headline"].to_dict() if v["headline"] else None,
+                                  "comparisons": {k: c.to_dict()
+                                                  for k, c in v["comparisons"].items()}}
+                           for name, v in verdicts.items()}
+    made = figures.make_all(results, grids, out)
+    (out / "config.json").write_text(json.dumps(jsonable(cfg.to_dict()), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(jsonable(results), indent=1) + "\n")
+    text = report.render(results, verdicts, made, cfg)
+    (out / "report.md").write_text(text)
+    log(f"wrote {out / 'report.md'}")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    report_only = "--report-only" in argv
+    if report_only:
+        argv.remove("--report-only")
+    cfg = config_from_args(argv)
+    if report_only:
+        path = Path(cfg.cache) / RESULTS_NAME
+        if not path.is_file():
+            build_parser().error(f"--report-only: no saved results at {path}; run the study")
+        saved = torch.load(path, weights_only=True)
+        results = json.loads(saved["results"])
+        write_outputs(replace(cfg), results, saved["grids"])
+        return 0
+    run_study(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
