@@ -188,8 +188,11 @@ def all_verdicts(results: dict, cfg) -> dict:
         "C29": (c29_family(sets, nll, cfg),
                 "mixing: elastic-trained + deformations vs nll plain", None, ""),
     }
+    passed, why = gate(sets, cfg)
     out = {}
     for name, (fam, primary, contrast, cond) in fams.items():
         head = headline(fam, primary, contrast, cond) if primary else None
+        if name in ("C27", "C29") and not passed:
+            head = not_measured(why, label=name)
         out[name] = {"comparisons": fam, "headline": head, "plan": PLAN[name]}
     return out

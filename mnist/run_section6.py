@@ -1,6 +1,6 @@
 """The whole section-6 study in one command (paper §6; claims C27, C28, C29):
 
-    python mnist/run_section6.py --study runs/section6            # one GPU, ~10 min (planned)
+    python mnist/run_section6.py --study runs/section6            # one GPU (not measured)
     python mnist/run_section6.py --study /tmp/s6 --tiny           # CPU smoke run, < 1 min
     python mnist/run_section6.py --study runs/c27 --scale cpu --sets c27   # the CPU C27 run
 
