@@ -136,9 +136,13 @@ def frechet_distance(feat1: Tensor, feat2: Tensor) -> float:
 
 def frechet_bootstrap(feat: Tensor, reference: Tensor, n_boot: int = 200, seed: int = 0,
                       level: float = 0.95) -> dict:
-    """Fréchet distance of ``feat`` (N, D) to ``reference`` with a percentile bootstrap CI:
-    the N rows of ``feat`` are resampled with replacement ``n_boot`` times (the reference is
-    held fixed: it is the yardstick, not the sample). Returns {"fd", "ci", "n", "n_boot"}."""
+    """Fréchet distance of ``feat`` (N, D) to ``reference`` with a bias-corrected percentile
+    bootstrap CI: the N rows of ``feat`` are resampled with replacement ``n_boot`` times (the
+    reference is held fixed: it is the yardstick, not the sample). A resample repeats rows,
+    which inflates its distance (at N = 40 by tens of percent; the plain percentile interval
+    then need not contain the estimate), so the bootstrap distribution is shifted by its bias
+    b = mean(boot) − fd: CI = [q_lo − b, q_hi − b]. Returns {"fd", "ci", "bias", "n",
+    "n_boot"}."""
     check_int_range(n_boot, "n_boot", 10)
     check_probability(level, "level")
     rng = np.random.default_rng(seed)
@@ -151,9 +155,11 @@ def frechet_bootstrap(feat: Tensor, reference: Tensor, n_boot: int = 200, seed: 
             b = a[rng.integers(0, a.shape[0], a.shape[0])]
             boots.append(frechet_from_moments(b.mean(0), np.atleast_2d(np.cov(b, rowvar=False)),
                                               mu_r, cov_r, sqrt_r))
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return {"fd": frechet_distance(feat, reference), "ci": [float(lo), float(hi)],
-            "n": int(a.shape[0]), "n_boot": n_boot}
+    fd = frechet_distance(feat, reference)
+    bias = float(np.mean(boots)) - fd
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]) - bias
+    return {"fd": fd, "ci": [float(lo), float(hi)], "bias": bias, "n": int(a.shape[0]),
+            "n_boot": n_boot}
 
 
 def frechet_floor(real_feat: Tensor, reference: Tensor, n: int, n_draws: int = 50,

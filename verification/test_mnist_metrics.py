@@ -80,3 +80,19 @@ def test_confident_digit_entropy_ignores_noise_images():
     # an untrained classifier is never confident: no confident samples, entropy undefined
     assert m["confident_fraction"] == 0.0 and math.isnan(m["confident_digit_entropy"])
     assert sum(m["confident_digit_histogram"]) == 0 and sum(m["digit_histogram"]) == 8
+
+
+def test_frechet_bootstrap_ci_and_floor():
+    """The bias-corrected bootstrap interval contains the estimate (the plain percentile one
+    need not at small n: resamples repeat rows and sit higher); the real-data floor shrinks
+    with n, as the bias of the distance does."""
+    from mnist.metrics import frechet_bootstrap, frechet_floor
+
+    g = torch.Generator().manual_seed(0)
+    ref = torch.randn(2000, 16, generator=g, dtype=torch.float64)
+    sample = torch.randn(40, 16, generator=g, dtype=torch.float64) + 0.3
+    b = frechet_bootstrap(sample, ref, n_boot=100, seed=1)
+    assert b["ci"][0] <= b["fd"] <= b["ci"][1] and b["bias"] > 0 and b["n"] == 40
+    real = torch.randn(1000, 16, generator=g, dtype=torch.float64)
+    small, large = frechet_floor(real, ref, 20, 10), frechet_floor(real, ref, 500, 10)
+    assert small["mean"] > large["mean"] > 0 and len(small["values"]) == 10
