@@ -67,14 +67,17 @@ def summary_section(verdicts: dict, results: dict) -> list[str]:
 
 def setup_section(results: dict, cfg) -> list[str]:
     s, c, fit = results["split"], results["classifier"], cfg.fit
-    rows = [("| method | chains start at / extra | paper | lr chosen | updates used "
-            "(mean, of cap) |"), "| --- | --- | --- | --- | --- |"]
+    rows = [("| method | chains start at / extra | paper | lr chosen | stopped | updates run "
+             "(of cap) | best update per seed (mean) | process CPU (s) |"),
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m, r in results["fits"].items():
         sm = r["summary"]
         used = np.mean(sm["best_step"]) if sm["best_step"] else math.nan
         cap = fit.cap if METHODS[m].regime == "t1" else fit.du_updates
+        tune = sum(t["cpu_s"] for t in r["tuning"])
         rows.append(f"| {m} | {METHODS[m].what} | {METHODS[m].paper} | {sm['lr']:g} | "
-                    f"{used:.0f} of {cap}{' (diverged)' if sm['diverged'] else ''} |")
+                    f"{sm.get('stopped', '')} | {sm['updates']} of {cap} | {used:.0f} | "
+                    f"{sm['cpu_s'] + tune:.0f} |")
     return [
         "## Setup", "",
         (f"**Data.** scikit-learn's 1,797 real 8×8 digits, split stratified by class with seed "
@@ -95,8 +98,9 @@ def setup_section(results: dict, cfg) -> list[str]:
         f"best validation NLL of {fit.tune_seeds} tuning seeds (seeds 100+, cap "
         f"{fit.tune_cap}); convergence: the validation NLL (cheap AIS: {fit.proxy.n_temps} "
         f"temperatures, {fit.proxy.n_particles} particles) every {fit.eval_every} updates, each "
-        f"seed keeps its best parameters, training stops when no seed improved for "
-        f"{fit.patience} evaluations, cap {fit.cap}. Du's regime (C26, C28): Du & Mordatch's "
+        f"seed keeps its best parameters, training stops when the mean over seeds has not "
+        f"improved by {fit.min_delta} nats for {fit.patience} evaluations (\"converged\"), "
+        f"cap {fit.cap}. Du's regime (C26, C28): Du & Mordatch's "
         f"sampler (α = 10, σ = 0.005, clip 0.01, clamp [0, 1]) on clean digits, energy penalty "
         f"1, Adam β = (0, 0.999), lr {fit.du_lr:g}, a fixed {fit.du_updates} updates (no "
         "likelihood to stop on: T = 1.25e-6)."),

@@ -52,8 +52,8 @@ def test_classifier_tiny_run_and_committed_accuracy():
 
     torch.manual_seed(0)
     train, test = load_split("train"), load_split("test")
-    clf = train_classifier(train, epochs=4, batch=64, max_shift=0, noise_std=NOISE_STD)
-    assert accuracy(clf, test) >= 0.9  # 4 epochs; the study's 30 epochs reach ≥ 0.97
+    clf = train_classifier(train, epochs=10, batch=64, max_shift=0, noise_std=NOISE_STD)
+    assert accuracy(clf, test) >= 0.95  # 10 epochs (0.967, < 1 s); the study's 30 reach ≥ 0.97
     committed = json.loads((ROOT / "digits" / "results" / "metrics.json").read_text())
     committed = committed["classifier"]
     assert committed["test_accuracy_clean"] >= 0.97
