@@ -20,7 +20,16 @@ from threadpoolctl import threadpool_limits
 from digits import figures, report
 from digits.claims import all_verdicts
 from digits.config import StudyConfig, build_parser, config_from_args
-from digits.study import _Phase, chain_sets, fit_all, jsonable, likelihoods, machine, prepare
+from digits.study import (
+    _Phase,
+    chain_sets,
+    fit_all,
+    jsonable,
+    likelihoods,
+    machine,
+    prepare,
+    yardsticks,
+)
 
 RESULTS_NAME = "results.pt"
 
@@ -66,6 +75,7 @@ def _run(cfg: StudyConfig, log) -> dict:
 def write_outputs(cfg: StudyConfig, results: dict, grids: dict, log=print) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    results["likelihood"]["baselines"] = yardsticks(cfg)
     verdicts = all_verdicts(results, cfg)
     results["verdicts"] = {name: {"plan": v["plan"],
                                   "headline": v["headline"].to_dict() if v["headline"] else None,
