@@ -58,6 +58,20 @@ def summary_section(verdicts: dict, results: dict) -> list[str]:
         best = ", ".join(f"{m} {_f(mean_ci(test[m]['nll'])[0], 1)}" for m in order)
         out.append(f"- **Likelihood** (test NLL, nats per image, mean over seeds, best first): "
                    f"{best}.")
+    base = results["likelihood"]["baselines"]
+    if test and "gaussian_test_nll" in base:
+        better = [m for m in test if mean_ci(test[m]["nll"])[0] < base["gaussian_test_nll"]]
+        out.append(f"- **Yardsticks**: one full-covariance Gaussian fitted to the same data has "
+                   f"test NLL {_f(base['gaussian_test_nll'], 1)}, one Gaussian per class "
+                   f"{_f(base['class_mixture_test_nll'], 1)}; methods whose mean beats the "
+                   f"single Gaussian: {', '.join(better) if better else 'none'}.")
+    fits = results["fits"]
+    stopped = {m: r["summary"].get("stopped", "") for m, r in fits.items()
+               if METHODS[m].regime == "t1"}
+    conv = [m for m, v in stopped.items() if v == "converged"]
+    out.append(f"- **Convergence**: {len(conv)} of {len(stopped)} likelihood methods met the "
+               f"stopping rule ({', '.join(conv) if conv else 'none'}); the others stopped at "
+               f"the cap of {results['config']['fit']['cap']} updates.")
     for name in ("C27", "C16", "C26", "C28", "C29"):
         h = verdicts[name]["headline"]
         if h is not None:
@@ -184,6 +198,28 @@ def nll_section(results: dict, verdicts: dict) -> list[str]:
     return rows + ["", "![test NLL](nll.png)", ""]
 
 
+CLAIM_SETS = {"C27": ("nll/noise", "true_cd/noise", "nll/data", "true_cd/data"),
+              "C29": ("nll/noise", "nll/noise+deform", "nll_elastic/noise",
+                      "nll_elastic/noise+deform")}
+
+
+def _describe(results: dict, name: str) -> list[str]:
+    """Pooled numbers of a claim's chain sets (descriptive: they decide nothing)."""
+    sets, out = results["chains"]["sets"], []
+    for key in CLAIM_SETS.get(name, ()):
+        s = sets.get(key)
+        if s is None:
+            continue
+        fr, ps = s["pooled"]["frechet"], s["per_seed"]
+        sw = float(np.mean([r["switches_per_1k"] for r in ps]))
+        kept = [r["start_digit_kept"] for r in ps if "start_digit_kept" in r]
+        extra = f", start digit kept {_f(float(np.mean(kept)))}" if kept else ""
+        out.append(f"  - {key}: confident {_f(s['pooled']['confident_fraction'])}, Fréchet "
+                   f"{_f(fr['fd'], 1)} [{_f(fr['ci'][0], 1)}, {_f(fr['ci'][1], 1)}] (n = "
+                   f"{fr['n']}), confident switches/1k {_f(sw)}{extra}")
+    return out
+
+
 def claim_section(name: str, verdicts: dict, results: dict, made: dict) -> list[str]:
     v = verdicts[name]
     lines = [f"## {CLAIM_TITLES[name]}", "", f"Plan (fixed before the run): {v['plan']}.", ""]
@@ -191,6 +227,10 @@ def claim_section(name: str, verdicts: dict, results: dict, made: dict) -> list[
         lines.append(f"**Verdict: {v['headline'].line()}**")
         lines.append("")
     lines += [f"- {k}: {c.line()}" for k, c in v["comparisons"].items()]
+    described = _describe(results, name)
+    if described:
+        lines += ["- What the chains did (pooled over seeds; descriptive, decides nothing):",
+                  *described]
     return lines + [""]
 
 
