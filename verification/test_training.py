@@ -538,6 +538,6 @@ def test_train_step_writes_chain_ends_back_to_the_buffer(rng, replacement, monke
             assert bool((old | new).all()) and bool((new & ~old).any())
 
     check(_step_setup(1, buffer__replacement=replacement))
-    monkeypatch.setattr(ReplayBuffer, "push", lambda self, x, generator=None: None)
+    monkeypatch.setattr(ReplayBuffer, "push", lambda self, x, generator=None, **kw: None)
     with pytest.raises(AssertionError):
         check(_step_setup(1, buffer__replacement=replacement))
