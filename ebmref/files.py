@@ -117,3 +117,31 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise ValueError(f"{path}: line {i + 1} is not JSON ({err.msg})") from None
     return records
+
+
+def check_output_dir(path: str | os.PathLike, name: str) -> Path:
+    """An output directory that can be created or written: not an existing file, its nearest
+    existing ancestor writable. Raises ValueError naming ``name`` (the option)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name}: {path} exists and is not a directory")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{name}: {parent} is not writable")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, name: str) -> Path:
+    """A file that can be written: not a directory, in a directory that exists and is
+    writable. Raises ValueError naming ``name``."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{name}: {path} is a directory, expected a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"{name}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"{name}: {path.parent} is not writable")
+    return path
+

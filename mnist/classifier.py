@@ -8,8 +8,6 @@ augmentation), kept on disk as a checkpoint and reloaded with ``torch.load(weigh
 
 from __future__ import annotations
 
-import math
-import os
 import re
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ebmref.files import atomic_torch_save
 from ebmref.validation import check_int_range, check_positive
 from mnist.data import MNISTData
 
@@ -115,14 +114,13 @@ def load_or_train_classifier(train: MNISTData, heldout: MNISTData | None = None,
             return model.to(device).eval(), meta
     model = train_classifier(train, epochs=epochs, device=device, max_images=max_images)
     meta = dict(want)
-    meta["heldout_accuracy"] = accuracy(model, heldout) if heldout is not None else math.nan
+    meta["heldout_accuracy"] = accuracy(model, heldout) if heldout is not None else None
     meta["heldout_source"] = heldout.source if heldout is not None else ""
     if verbose:
+        acc = meta["heldout_accuracy"]
         print(f"classifier trained on {train.source}: held-out accuracy "
-              f"{meta['heldout_accuracy']:.4f} -> {path}")
+              f"{'n/a' if acc is None else f'{acc:.4f}'} -> {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta},
-               tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "meta": meta}, path)
     return model, meta

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
+from ebmref.cli import add_debug_argument, guarded
+from ebmref.files import atomic_write, atomic_write_text, check_output_dir
 from mnist.evaluate import METRICS_NAME, summary_row
 from mnist.runs import CHAINS_NAME, load_chains
 
@@ -71,16 +73,17 @@ def make_figure(samples_dir: Path, rows: list[tuple[str, int, str]], out: Path,
     n = min(t.shape[0] for t in tiles)
     grid = torch.cat([t[:n] for t in tiles])
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid.clamp(0, 1), out, nrow=n, padding=2, pad_value=1.0)
+    atomic_write(out, lambda f: save_image(grid.clamp(0, 1), f, format="png", nrow=n, padding=2,
+                                           pad_value=1.0))
     lines = [f"Row {i + 1}: {c}" for i, c in enumerate(captions)]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     return lines
 
 
 def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else f"{v:.3g}"
-    return str(v)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
@@ -117,7 +120,8 @@ def make_all(study: Path, out: Path | None = None) -> dict:
     ref_path = study / "reference_metrics.json"
     ref = json.loads(ref_path.read_text()) if ref_path.is_file() else None
     table = metrics_table(samples, ref)
-    (out / "metrics.md").write_text(table)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.md", table)
     made["metrics.md"] = table
     return made
 
@@ -127,8 +131,18 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="directory written by run_section6.py")
     parser.add_argument("--out", default=None, help="default: STUDY/figures")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    made = make_all(Path(args.study), Path(args.out) if args.out else None)
+    return guarded(parser.prog, lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    study = Path(args.study)
+    if not (study / "samples").is_dir():
+        raise ValueError(f"--study: {study} is not a study directory (expected the samples/ "
+                         "folder that mnist/run_section6.py writes)")
+    out = check_output_dir(args.out, "--out") if args.out else None
+    made = make_all(study, out)
     for k, v in made.items():
         print(k, v if isinstance(v, str) else "\n  ".join(["", *v]))
     return 0

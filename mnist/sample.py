@@ -28,15 +28,17 @@ import torch
 from torch import Tensor
 from torchvision.utils import save_image
 
-from ebmref.cli import add_config_arguments, config_error, overrides_from_args
+from ebmref.cli import add_config_arguments, add_debug_argument, guarded, overrides_from_args
 from ebmref.config import SamplerConfig, with_overrides
 from ebmref.energy import Energy
+from ebmref.files import atomic_write, check_output_dir
 from ebmref.samplers import langevin, mala
+from ebmref.training import CHECKPOINT_NAME
 from ebmref.transitions import GridElasticDeform
 from ebmref.validation import check_choice, check_int_range
 from mnist.data import MNISTData, add_data_arguments, data_from_args
 from mnist.evaluate import Evaluator, evaluate_sample_dir, summary_row
-from mnist.runs import load_trained, save_chains
+from mnist.runs import load_trained, read_run_info, save_chains
 
 INITS = ("noise", "heldout")
 
@@ -136,7 +138,8 @@ def save_strip(trajectory: Tensor, path: Path, n_rows: int = 8, n_cols: int = 10
     rows = min(n_rows, trajectory.shape[1])
     tiles = trajectory[cols][:, :rows].transpose(0, 1).reshape(-1, *trajectory.shape[2:])
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(tiles.float().clamp(0, 1), path, nrow=len(cols), padding=2, pad_value=1.0)
+    atomic_write(path, lambda f: save_image(tiles.float().clamp(0, 1), f, format="png",
+                                            nrow=len(cols), padding=2, pad_value=1.0))
     return path
 
 
@@ -157,7 +160,9 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, cfg: ChainConfig, data:
             "sampling_seconds": seconds}
     save_chains(out, traj, meta, labels)
     save_strip(traj, out / "strip.png")
-    save_image(traj[-1][:64].clamp(0, 1), out / "final.png", nrow=8, padding=2, pad_value=1.0)
+    atomic_write(out / "final.png", lambda f: save_image(traj[-1][:64].clamp(0, 1), f,
+                                                         format="png", nrow=8, padding=2,
+                                                         pad_value=1.0))
     if evaluator is None:
         return {"sampling": meta}
     return evaluate_sample_dir(evaluator, out, energy)
@@ -170,16 +175,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output directory for this set of chains")
     parser.add_argument("--no-metrics", action="store_true", help="skip the classifier metrics")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_debug_argument(parser)
     add_data_arguments(parser)
     add_config_arguments(parser, ChainConfig, aliases=CHAIN_ALIASES,
                          title="chains (mnist.sample.ChainConfig)")
     args = parser.parse_args(argv)
-    if args.threads:
+    return guarded(parser.prog, lambda: _run(args), debug=args.debug,
+                   configs=((ChainConfig, ""),))
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = with_overrides(ChainConfig(), overrides_from_args(args))
+    if args.threads is not None:
+        check_int_range(args.threads, "--threads", 1)
         torch.set_num_threads(args.threads)
-    try:
-        cfg = with_overrides(ChainConfig(), overrides_from_args(args))
-    except ValueError as err:
-        parser.error(config_error(err, ChainConfig))
+    check_output_dir(args.out, "--out")
+    read_run_info(args.run)  # a run directory, before any sampling
+    if not (Path(args.run) / CHECKPOINT_NAME).is_file():
+        raise FileNotFoundError(f"--run: {args.run} has no checkpoint yet")
     heldout = data_from_args(args, "heldout")
     evaluator = None
     if not args.no_metrics:
