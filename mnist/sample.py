@@ -20,6 +20,8 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from torchvision.utils import save_image
+from tqdm.auto import tqdm
 
 from ebmref.cli import add_config_arguments, add_debug_argument, guarded, overrides_from_args
 from ebmref.config import SamplerConfig, with_overrides
@@ -105,30 +108,47 @@ def chain_starts(cfg: ChainConfig, data: MNISTData, generator: torch.Generator,
     return data.images[idx].to(device), data.labels[idx]
 
 
-def run_chains(energy: Energy, cfg: ChainConfig, data: MNISTData
+def _chunk(cfg: ChainConfig) -> int:
+    """Steps per sampler call: a multiple of the recording and transition periods (so the
+    chained calls draw the same random numbers and apply the same moves as one call), about
+    1 % of the run, for the progress bar."""
+    period = math.lcm(cfg.record_every, cfg.sampler.transition_every or 1)
+    n = cfg.sampler.n_steps
+    return min(n, max(period, period * (n // (100 * period))))
+
+
+def run_chains(energy: Energy, cfg: ChainConfig, data: MNISTData, progress: bool = False
                ) -> tuple[Tensor, Tensor | None]:
     """Frames (T = n_steps/record_every + 1, B, 1, 28, 28) including the starts, and the start
-    labels for data-initialised chains."""
+    labels for data-initialised chains. ``progress``: a bar on stderr."""
     device = cfg.resolved_device()
     energy = energy.to(device).eval()
     for p in energy.parameters():
         p.requires_grad_(False)  # only ∇ₓE is needed: no parameter-gradient work
     g = torch.Generator(device=device).manual_seed(cfg.seed)
-    x0, labels = chain_starts(cfg, data, g, device)
+    x, labels = chain_starts(cfg, data, g, device)
     s = cfg.sampler
+    transition = (GridElasticDeform(cfg.elastic_sigma, cfg.elastic_points)
+                  if s.transition_every and s.kind == "ula" else None)
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
                 if cfg.bf16 and device.type == "cuda" else contextlib.nullcontext())
+    frames, done, chunk = [x], 0, _chunk(cfg)
+    bar = tqdm(total=s.n_steps, desc="sampling", unit="step", disable=not progress)
     with autocast:
-        if s.kind == "mala":
-            out = mala(energy, x0, s.n_steps, s.step_size, generator=g,
-                       record_every=cfg.record_every)
-        else:
-            transition = (GridElasticDeform(cfg.elastic_sigma, cfg.elastic_points)
-                          if s.transition_every else None)
-            out = langevin(energy, x0, s.n_steps, s.step_size, s.noise, generator=g,
-                           grad_clip=s.grad_clip, clamp=s.clamp, transition=transition,
-                           transition_every=s.transition_every, record_every=cfg.record_every)
-    return out.trajectory.float(), labels
+        while done < s.n_steps:
+            k = min(chunk, s.n_steps - done)
+            if s.kind == "mala":
+                out = mala(energy, x, k, s.step_size, generator=g, record_every=cfg.record_every)
+            else:
+                out = langevin(energy, x, k, s.step_size, s.noise, generator=g,
+                               grad_clip=s.grad_clip, clamp=s.clamp, transition=transition,
+                               transition_every=s.transition_every,
+                               record_every=cfg.record_every)
+            x, done = out.x, done + k
+            frames.extend(out.trajectory[1:])
+            bar.update(k)
+    bar.close()
+    return torch.stack(frames).float(), labels
 
 
 def save_strip(trajectory: Tensor, path: Path, n_rows: int = 8, n_cols: int = 10) -> Path:
@@ -145,14 +165,14 @@ def save_strip(trajectory: Tensor, path: Path, n_rows: int = 8, n_cols: int = 10
 
 def sample_run(run_dir: str | Path, out_dir: str | Path, cfg: ChainConfig, data: MNISTData,
                evaluator: Evaluator | None = None, energy: Energy | None = None,
-               model_step: int | None = None) -> dict:
+               model_step: int | None = None, progress: bool = False) -> dict:
     """Run chains on a trained run, save frames/strips and (with an evaluator) metrics.
     ``energy``/``model_step``: an already loaded model of ``run_dir`` and its update count."""
     if energy is None:
         energy, info = load_trained(run_dir, cfg.resolved_device())
         model_step = info["step"]
     t0 = time.perf_counter()
-    traj, labels = run_chains(energy, cfg, data)
+    traj, labels = run_chains(energy, cfg, data, progress=progress)
     seconds = time.perf_counter() - t0
     out = Path(out_dir)
     meta = {**dataclasses.asdict(cfg), "run": str(run_dir), "model_step": model_step,
@@ -196,8 +216,11 @@ def _run(args: argparse.Namespace) -> int:
     heldout = data_from_args(args, "heldout")
     evaluator = None
     if not args.no_metrics:
+        print("[1/2] classifier (trained once, then cached)", file=sys.stderr, flush=True)
         evaluator = Evaluator(data_from_args(args, "train"), heldout)
-    m = sample_run(args.run, args.out, cfg, heldout, evaluator)
+    print(f"[{2 - args.no_metrics}/{2 - args.no_metrics}] sampling {cfg.n_chains} chains for "
+          f"{cfg.sampler.n_steps} steps", file=sys.stderr, flush=True)
+    m = sample_run(args.run, args.out, cfg, heldout, evaluator, progress=True)
     print(json.dumps(summary_row(m) if evaluator else m))
     return 0
 
