@@ -26,6 +26,14 @@ from ebmref.config import field_paths, nested_type
 _DEST = "cfg:"
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with usage errors on one line (``prog: error: ... (see --help)``)
+    and exit status 2, like every error of the project's commands."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def flag(path: str) -> str:
     """``sampler.n_steps`` → ``--sampler.n-steps``."""
     return "--" + path.replace("_", "-")
@@ -121,12 +129,15 @@ def config_error(err: Exception, cls: type, prefix: str = "") -> str:
     return option_words(str(err), [(cls, prefix)])
 
 
-def option_words(text: str, configs: Sequence[tuple[type, str]]) -> str:
+def option_words(text: str, configs: Sequence[tuple[type, str]],
+                 names: Mapping[str, str] | None = None) -> str:
     """``text`` with a leading field path of one of ``configs`` ((dataclass, option prefix)
-    pairs) replaced by its option."""
+    pairs), or a library argument in ``names`` ({argument: option}), replaced by its option."""
     m = re.match(r"([A-Za-z_][\w.]*): ", text)
     if m is None:
         return text
+    if names and m.group(1) in names:
+        return names[m.group(1)] + text[len(m.group(1)):]
     for cls, prefix in configs:
         if m.group(1) in field_paths(cls):
             return flag(prefix + m.group(1)) + text[len(m.group(1)):]
@@ -139,22 +150,24 @@ def add_debug_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def guarded(prog: str, body: Callable[[], int], *, debug: bool = False,
-            configs: Sequence[tuple[type, str]] = ()) -> int:
+            configs: Sequence[tuple[type, str]] = (),
+            names: Mapping[str, str] | None = None) -> int:
     """Run a command's ``body``; a failure the user can act on becomes one line on stderr:
     bad input (``ValueError``: a config value, a run directory, a data file's format) exits 2,
     naming the option when a config field is at fault; a failure while running (divergence, a
-    busy or corrupted run directory, a file that cannot be read or written) exits 1. With
-    ``debug`` the traceback shows instead."""
+    busy or corrupted run directory, a file that cannot be read or written) exits 1.
+    ``configs``/``names`` word the message as options (:func:`option_words`). With ``debug``
+    the traceback shows instead."""
     if debug:
         return body()
     runtime = (RuntimeError, OSError, CheckpointError)
     try:
         return body()
     except runtime as err:
-        print(f"{prog}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{prog}: error: {option_words(_one_line(err), configs, names)}", file=sys.stderr)
         return 1
     except ValueError as err:
-        print(f"{prog}: error: {option_words(_one_line(err), configs)}", file=sys.stderr)
+        print(f"{prog}: error: {option_words(_one_line(err), configs, names)}", file=sys.stderr)
         return 2
 
 

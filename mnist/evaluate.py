@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ebmref.cli import add_debug_argument, guarded
+from ebmref.cli import ArgumentParser, add_debug_argument, guarded
 from ebmref.files import atomic_write_json, check_output_file
 from ebmref.validation import check_int_range
 from mnist.classifier import load_or_train_classifier
@@ -111,8 +111,8 @@ def summary_row(metrics: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mnist.evaluate", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", nargs="*", default=[], help="mnist.sample output dirs")
     parser.add_argument("--reference", default=None,
                         help="write metrics of real digits to this JSON file")

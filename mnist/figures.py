@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import save_image
 
-from ebmref.cli import add_debug_argument, guarded
+from ebmref.cli import ArgumentParser, add_debug_argument, guarded
 from ebmref.files import atomic_write, atomic_write_text, check_output_dir
 from mnist.evaluate import METRICS_NAME, summary_row
 from mnist.runs import CHAINS_NAME, load_chains
@@ -127,8 +127,8 @@ def make_all(study: Path, out: Path | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist.figures", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mnist.figures", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="directory written by run_section6.py")
     parser.add_argument("--out", default=None, help="default: STUDY/figures")
     add_debug_argument(parser)

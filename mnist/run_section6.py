@@ -31,7 +31,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import torch
 
-from ebmref.cli import add_debug_argument, guarded
+from ebmref.cli import ArgumentParser, add_debug_argument, guarded
 from ebmref.config import SamplerConfig
 from ebmref.files import atomic_write_json, check_output_dir
 from ebmref.training import CHECKPOINT_NAME
@@ -171,8 +171,8 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python mnist/run_section6.py", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python mnist/run_section6.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="output directory")
     parser.add_argument("--scale", choices=sorted(SCALES), default="gpu",
                         help="budgets: gpu (paper scale), cpu (narrow net), tiny (smoke run)")

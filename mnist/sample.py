@@ -31,7 +31,13 @@ from torch import Tensor
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from ebmref.cli import add_config_arguments, add_debug_argument, guarded, overrides_from_args
+from ebmref.cli import (
+    ArgumentParser,
+    add_config_arguments,
+    add_debug_argument,
+    guarded,
+    overrides_from_args,
+)
 from ebmref.config import SamplerConfig, with_overrides
 from ebmref.energy import Energy
 from ebmref.files import atomic_write, check_output_dir
@@ -41,7 +47,7 @@ from ebmref.transitions import GridElasticDeform
 from ebmref.validation import check_choice, check_int_range
 from mnist.data import MNISTData, add_data_arguments, data_from_args
 from mnist.evaluate import Evaluator, evaluate_sample_dir, summary_row
-from mnist.runs import load_trained, read_run_info, save_chains
+from mnist.runs import load_trained, save_chains
 
 INITS = ("noise", "heldout")
 
@@ -189,8 +195,8 @@ def sample_run(run_dir: str | Path, out_dir: str | Path, cfg: ChainConfig, data:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist.sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mnist.sample", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="mnist.train run directory")
     parser.add_argument("--out", required=True, help="output directory for this set of chains")
     parser.add_argument("--no-metrics", action="store_true", help="skip the classifier metrics")
@@ -210,9 +216,10 @@ def _run(args: argparse.Namespace) -> int:
         check_int_range(args.threads, "--threads", 1)
         torch.set_num_threads(args.threads)
     check_output_dir(args.out, "--out")
-    read_run_info(args.run)  # a run directory, before any sampling
-    if not (Path(args.run) / CHECKPOINT_NAME).is_file():
-        raise FileNotFoundError(f"--run: {args.run} has no checkpoint yet")
+    if not (Path(args.run) / "run.json").is_file() or not (
+            Path(args.run) / CHECKPOINT_NAME).is_file():
+        raise FileNotFoundError(f"--run: {args.run} is not a trained mnist.train run directory "
+                                "(run.json and checkpoint.pt)")
     heldout = data_from_args(args, "heldout")
     evaluator = None
     if not args.no_metrics:

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from ebmref import distributed
-from ebmref.cli import add_debug_argument, guarded, overrides_from_args
+from ebmref.cli import ArgumentParser, add_debug_argument, guarded, overrides_from_args
 from ebmref.config import TrainConfig
 from ebmref.energy import Energy
 from ebmref.training import TrainResult, train
@@ -65,8 +65,8 @@ def train_preset(preset: str, out_dir: str | Path | None, data: MNISTData | None
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m mnist.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mnist.train", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), help="required unless --show-preset")
     parser.add_argument("--out", help="run directory (required unless --show-preset)")
     resume = parser.add_mutually_exclusive_group()
@@ -97,14 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.preset is None or args.out is None:
         parser.error("--preset and --out are required")
-    return guarded(parser.prog, lambda: _run(args), debug=args.debug, configs=CONFIGS)
+    return guarded(parser.prog, lambda: _run(args), debug=args.debug, configs=CONFIGS,
+                   names={"resume": "--resume", "out_dir": "--out"})
 
 
 def _run(args: argparse.Namespace) -> int:
     overrides = overrides_from_args(args)
     resolve(args.preset, overrides)  # every config error before the data is read
     if args.threads is not None:
-        check_int_range(args.threads, "threads", 1)
+        check_int_range(args.threads, "--threads", 1)
         torch.set_num_threads(args.threads)
     resume = "if_exists" if args.resume_if_exists else args.resume
     data = data_from_args(args, "train")

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ebmref.config import SamplerConfig
 from mnist.classifier import load_or_train_classifier
 from mnist.data import load_mnist
-from ebmref.config import SamplerConfig
 from mnist.evaluate import Evaluator
 from mnist.presets import PRESETS, resolve
 from mnist.runs import load_chains, load_trained
@@ -114,8 +114,8 @@ def test_presets_and_overrides():
 
 def test_command_line_maps_onto_the_dataclasses():
     """Dotted kebab-case options, and the flat spellings of earlier versions as aliases."""
-    from mnist.train import build_parser
     from ebmref.cli import overrides_from_args
+    from mnist.train import build_parser
 
     p = build_parser()
     args = p.parse_args(["--sampler.noise", "none", "--optim.betas", "0,0.9", "--clamp", "none",
