@@ -109,6 +109,10 @@ def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+STUDY_NAME = "study.json"
+"""What run_section6 records about a study: scale, smoke run or not, sets, seed, data."""
+
+
 def make_all(study: Path, out: Path | None = None) -> dict:
     out = out or study / "figures"
     samples = study / "samples"
@@ -120,6 +124,11 @@ def make_all(study: Path, out: Path | None = None) -> dict:
     ref_path = study / "reference_metrics.json"
     ref = json.loads(ref_path.read_text()) if ref_path.is_file() else None
     table = metrics_table(samples, ref)
+    info_path = study / STUDY_NAME
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if info.get("smoke"):
+        table = (f"**SMOKE RUN ({info.get('scale')} scale): a test of the pipeline; the numbers "
+                 "below are not results.**\n\n" + table)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.md", table)
     made["metrics.md"] = table

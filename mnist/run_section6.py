@@ -38,7 +38,7 @@ from ebmref.training import CHECKPOINT_NAME
 from ebmref.validation import check_int_range
 from mnist.data import add_data_arguments, data_from_args
 from mnist.evaluate import Evaluator, evaluate_sample_dir
-from mnist.figures import make_all
+from mnist.figures import STUDY_NAME, make_all
 from mnist.runs import load_trained
 from mnist.sample import ChainConfig, sample_run
 from mnist.train import train_preset
@@ -104,6 +104,8 @@ def _trained_steps(run_dir: Path) -> int:
 def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0) -> dict:
     s = SCALES[scale]
     study.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(study / STUDY_NAME, {"scale": scale, "smoke": scale == "tiny",
+                                           "sets": sets, "seed": seed})
     timing: dict[str, float] = {}
     train_data, heldout = data_from_args(data_args, "train"), data_from_args(data_args, "heldout")
     needed = sorted({SETS[name][0] for name in sets}, key=PRESETS.index)
