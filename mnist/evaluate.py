@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -131,12 +132,14 @@ def _run(args: argparse.Namespace) -> int:
         check_output_file(args.reference, "--reference")
     metas = {d: load_chains(d)["meta"] for d in args.samples}  # every input before any work
     train, heldout = data_from_args(args, "train"), data_from_args(args, "heldout")
+    print("[classifier] loading or training the digit classifier", file=sys.stderr, flush=True)
     ev = Evaluator(train, heldout, args.classifier, args.classifier_epochs)
     if args.reference:
         ref = ev.reference(train)
         atomic_write_json(args.reference, ref)
         print(json.dumps(ref, allow_nan=False))
-    for d, meta in metas.items():
+    for i, (d, meta) in enumerate(metas.items()):
+        print(f"[evaluate {i + 1}/{len(metas)}] {d}", file=sys.stderr, flush=True)
         energy = load_trained(meta["run"])[0] if meta.get("run") else None
         m = evaluate_sample_dir(ev, Path(d), energy)
         print(d, json.dumps(summary_row(m)))

@@ -122,6 +122,7 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
         timing[f"train/{preset}"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    print("[classifier] digit classifier and the real-digit reference", flush=True)
     evaluator = Evaluator(train_data, heldout, study / "classifier.pt",
                           s["classifier_epochs"], s["classifier_max_images"])
     # Fréchet distances are biased upward at small n: the reference uses n = n_chains real
@@ -165,6 +166,7 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
         timing[f"sample/{name}"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    print("[figures] Figures 3-5 and the metrics table", flush=True)
     made = make_all(study)
     timing["figures"] = time.perf_counter() - t0
     atomic_write_json(study / "timing.json", timing)
