@@ -256,6 +256,17 @@ def run_sets(study: Study, sets: list[ChainSet], training: dict) -> dict:
     return rows
 
 
+def remaining_cost(study: Study, part: str, plan: dict) -> float:
+    """The plan's estimate of what is left of a part: updates not yet trained and chain sets
+    not yet run (a part resumed in a later invocation needs only the rest)."""
+    cost = sum(max(0, plan["updates"] - _trained_steps(study.out / "runs" / p))
+               * plan["update_s"][p] for p in PRESETS[part])
+    for c in chain_sets(part, plan["chain_steps"], study.scale):
+        if not (study.out / "samples" / c.name / METRICS_NAME).is_file():
+            cost += c.n_steps * plan["chain_step_s"] + study.scale.set_overhead_s
+    return cost
+
+
 def section6_part(study: Study, part: str, plan: dict) -> dict:
     """One §6 part (``c27``, ``c29`` or ``c28``): skipped with its reason when the plan dropped
     it, a model it needs is missing, or the budget left cannot hold its estimate; otherwise its
@@ -273,12 +284,12 @@ def section6_part(study: Study, part: str, plan: dict) -> dict:
                     "reason": f"needs the {preset} model at {plan['updates']} updates "
                               f"(has {steps}); it is trained by part c27"}
         training[preset] = {"preset": preset, "updates": steps, "status": "kept"}
-    estimate = plan["estimates_s"][part]
+    estimate = remaining_cost(study, part, plan)
     left = study.budget_left() - study.scale.reserve_s
     if left < FIT_FRACTION * estimate:
         return {**record, "status": "skipped",
                 "reason": f"did not fit: needs about {estimate:.0f} s, {max(left, 0):.0f} s left"}
-    record["estimate_s"] = estimate
+    record.update(estimate_s=plan["estimates_s"][part], remaining_estimate_s=estimate)
     for preset in PRESETS[part]:
         training[preset] = train_one(study, preset, plan["updates"])
     record["training"] = training
@@ -290,11 +301,14 @@ def section6_part(study: Study, part: str, plan: dict) -> dict:
 
 
 def load_or_plan(study: Study) -> dict:
-    """The plan of an earlier invocation (``plan.json``), or a new one from part c's times and
-    the budget left now (after the classifier, which every part needs)."""
+    """The plan of an earlier invocation (``plan.json``, unless nothing fitted in it; delete
+    it to plan afresh), or a new one from part c's times and the budget left now (after the
+    classifier, which every part needs)."""
     path = study.out / PLAN_FILE
     if path.is_file():
-        return json.loads(path.read_text())
+        plan = json.loads(path.read_text())
+        if plan.get("parts"):  # kept even under a new budget: every preset keeps the same U
+            return plan
     timing = (study.part("iteration") or {}).get("planning")
     if not timing:
         return {"parts": [], "dropped": {p: "no update times: part iteration did not finish"

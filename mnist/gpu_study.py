@@ -549,15 +549,17 @@ def part_iteration(study: Study) -> dict:
     make_state, cfg, model_cfg = _state_factory(study, "nll")
     batch, steps = cfg.run.batch_size, cfg.sampler.n_steps
     x_pos = study.train.images[:batch].to(dev)
-    variants = {"eager": gb.time_eager(make_state, x_pos, dev, s.warmup, s.repeats),
-                "compile": gb.time_compiled(make_state, x_pos, dev, s.warmup, s.repeats,
-                                            s.compile_backend),
-                "graphs": gb.time_graphed(make_state, x_pos, dev, s.warmup, s.repeats,
-                                          study.seed)}
+    flops = gb.iteration_flops(gb.layer_flops(make_state().energy, (1, 28, 28)), batch, steps)
+    variants = {"eager": gb.time_eager(make_state, x_pos, dev, s.warmup, s.repeats)}
+    # Part d's inputs before the variants that can fail (a compiler or a graph capture).
+    planning = planning_times(study, variants["eager"]["median_s"])
+    variants["compile"] = gb.time_compiled(make_state, x_pos, dev, s.warmup, s.repeats,
+                                           s.compile_backend)
+    variants["graphs"] = gb.time_graphed(make_state, x_pos, dev, s.warmup, s.repeats,
+                                         study.seed)
     if dev.type != "cuda":
         variants["compile"]["note"] = ("CPU dry run: backend 'eager' (traced by TorchDynamo, "
                                        "not compiled to kernels)")
-    flops = gb.iteration_flops(gb.layer_flops(make_state().energy, (1, 28, 28)), batch, steps)
     ceil = (study.part("env") or {}).get("ceilings", {})
     for name, v in variants.items():
         if "median_s" in v:
@@ -569,7 +571,7 @@ def part_iteration(study: Study) -> dict:
             print(f"  {name}: {v.get('failed') or v.get('capture')}", flush=True)
     return {"preset": "nll", "train_config": cfg.to_dict(), "model": dataclasses.asdict(model_cfg),
             "precision": gb.precision_settings(), "flops": flops, "variants": variants,
-            "planning": planning_times(study, variants["eager"]["median_s"])}
+            "planning": planning}
 
 
 # -- the command ----------------------------------------------------------------------------------

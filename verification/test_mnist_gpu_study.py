@@ -48,6 +48,7 @@ def test_dry_run_every_part_strict_json_and_resumption(tmp_path, capsys):
     assert set(records["c27"]["sets"]) == {f"{p}_{s}" for p in ("nll", "true_cd", "kl_cd_sign")
                                            for s in ("noise", "data")}
     assert {t["updates"] for t in records["c27"]["training"].values()} == {plan["updates"]}
+    assert records["c27"]["remaining_estimate_s"] == pytest.approx(records["c27"]["estimate_s"])
     table = (out / "results.md").read_text()
     assert table.count("DRY RUN") == 1 and "B·T·2F" in table and "kl_cd_sign_noise" in table
     assert "nll_data_noise0.1_long" in table and "elastic_noise_elastic" in table
@@ -208,3 +209,34 @@ def test_precision_modes_restore_the_flags_and_keep_them_readable():
     legacy = ("float32_matmul_precision", "matmul_allow_tf32", "cudnn_allow_tf32")
     assert {k: after[k] for k in legacy} == {k: before[k] for k in legacy}
     assert not any(str(v).startswith("unreadable") for v in after.values()), after
+
+
+def test_a_failed_correctness_check_stops_the_study(tmp_path, monkeypatch, capsys):
+    """An error over tolerance fails part b: one line on stderr, exit 1, the failure and its
+    reason in correctness.json and results.md, no later part run."""
+    from mnist import gpu_bench
+
+    monkeypatch.setitem(gpu_bench.TOLERANCES["ula"], "drift", 0.0)  # any error now fails
+    out = tmp_path / "s"
+    assert main(["--out", str(out), "--dry-run"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "part correctness failed" in err and "drift" in err
+    record = json.loads((out / "correctness.json").read_text())
+    assert record["status"] == "failed" and record["passed"] is False
+    assert not (out / "iteration.json").exists()
+    assert "| correctness | failed |" in (out / "results.md").read_text()
+
+
+def test_judge_fails_non_finite_results_in_every_mode():
+    """NaN never passes: a non-finite error (None) fails the default-precision mode too, which
+    is otherwise not held to the tolerances; a large finite error there passes."""
+    from mnist.gpu_bench import TOLERANCES, judge
+
+    def results(value):
+        return {check: {"default": dict.fromkeys(tols, value)}
+                for check, tols in TOLERANCES.items()}
+
+    assert judge(results(0.5), "default", strict=False) == []
+    assert len(judge(results(0.5), "default", strict=True)) == sum(map(len, TOLERANCES.values()))
+    failures = judge(results(None), "default", strict=False)
+    assert failures and all("not finite" in f or "flipped" in f for f in failures)
