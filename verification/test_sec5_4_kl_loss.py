@@ -104,6 +104,20 @@ def test_c23_published_sign_minimises_the_kl_closed_form():
     assert kl(mu + eps * g_mu, scale_tril + eps * g_l) > kl(mu, scale_tril)
 
 
+def _check_kl_loss_written_out(model, frozen, x_diff, k: int) -> None:
+    """kl_loss's value and gradient against the loss written out here: mean E_Ω(x̃) − Ĥ_KL(x̃)
+    for sign="du2020", its negative for sign="cd" (sign, frozen energy and estimator at once);
+    ``frozen`` is an independent copy of the model's energy."""
+    params = (model.mu, model.scale_tril)
+    written = frozen(x_diff).mean() - kozachenko_leonenko(x_diff, k=k)
+    g_written = flat_grad(*torch.autograd.grad(written, params, retain_graph=True))
+    for sign_name, sign in (("du2020", 1.0), ("cd", -1.0)):
+        loss = kl_loss(model, x_diff, sign=sign_name, entropy_weight=1.0, entropy="kl", k=k)
+        g = flat_grad(*torch.autograd.grad(loss, params, retain_graph=True))
+        assert abs(float(loss.detach()) - sign * float(written.detach())) < 1e-10, sign_name
+        torch.testing.assert_close(g, sign * g_written, rtol=0, atol=1e-10)
+
+
 @pytest.mark.stochastic
 def test_c23_kl_loss_gradient_sign_and_magnitude_through_the_library(rng):
     """C23 through ``kl_loss`` (ULA ``sample_for_kl`` with all t = 5 steps differentiated,
@@ -128,15 +142,7 @@ def test_c23_kl_loss_gradient_sign_and_magnitude_through_the_library(rng):
         loss = kl_loss(model, x_diff, sign="du2020", entropy_weight=1.0, entropy="kl", k=k)
         g = flat_grad(*torch.autograd.grad(loss, params, retain_graph=True))
         if batch < 2:
-            # Value and gradient against the loss written out here: mean E_Ω(x̃) − Ĥ_KL(x̃)
-            # for du2020, its negative for cd (sign, frozen energy and estimator together).
-            loss_cd = kl_loss(model, x_diff, sign="cd", entropy_weight=1.0, entropy="kl", k=k)
-            g_cd = flat_grad(*torch.autograd.grad(loss_cd, params, retain_graph=True))
-            written = frozen(x_diff).mean() - kozachenko_leonenko(x_diff, k=k)
-            g_written = flat_grad(*torch.autograd.grad(written, params, retain_graph=True))
-            for value, grad, sign in ((loss, g, 1.0), (loss_cd, g_cd, -1.0)):
-                assert abs(float(value.detach()) - sign * float(written.detach())) < 1e-10
-                torch.testing.assert_close(grad, sign * g_written, rtol=0, atol=1e-10)
+            _check_kl_loss_written_out(model, frozen, x_diff, k)
         # Broken: the energy not frozen (θ reached through E_θ as well as through x̃).
         loss_unfrozen = model(x_diff).mean() - kozachenko_leonenko(x_diff, k=k)
         g_unfrozen = torch.autograd.grad(loss_unfrozen, params)
