@@ -200,7 +200,7 @@ class ReplayBuffer:
         else:
             g = generator if generator is not None else self._gen
             # The i-th state ever written (count c) goes to slot j ~ U{0..c−1} if j < capacity.
-            counts = self.n_seen + 1 + torch.arange(n, device=self.device, dtype=torch.float64)
+            counts = self._reservoir_counts(n)
             u = torch.rand(x.shape[0], generator=g, device=self.device, dtype=torch.float64)
             j = (u * counts.repeat(self.n_members)).long().tolist()  # one host sync per push
             winner = {}
@@ -212,6 +212,11 @@ class ReplayBuffer:
                 rows = torch.tensor(list(winner.values()), device=self.device)
                 self.storage[slots] = x[rows]
         self.n_seen += n
+
+    def _reservoir_counts(self, n: int) -> Tensor:
+        """The counts c = n_seen + 1, …, n_seen + n of the next n states ever written; the state
+        with count c is kept with probability capacity / c."""
+        return self.n_seen + 1 + torch.arange(n, device=self.device, dtype=torch.float64)
 
     # -- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict:

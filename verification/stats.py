@@ -1,13 +1,27 @@
-"""Calibrated statistical helpers for the stochastic tests (shared/TESTING.md).
+"""Calibrated statistical helpers for the stochastic tests.
 
-Every stochastic test in the suite follows the same pattern:
+A stochastic test of a sampler or an estimator must be calibrated (correct code fails rarely,
+at a rate the test states) and sensitive (broken code fails, and the test proves it has the
+samples to notice). The rules every stochastic test in ``verification/`` follows:
 
-1. compute p-values of statistics whose null law is exact (χ², normal, Kolmogorov–Smirnov);
-2. fail if the smallest one is below α/m (Bonferroni over the m p-values; total
-   false-failure rate ≤ α, default :data:`ALPHA` = 1e-6) — :func:`assert_pvalues`;
-3. assert its own power: at the sample size used, the test detects the effect it exists to
-   catch (at least a 5 % variance error of a Gaussian target) with probability ≥ 1 − β —
-   :func:`chi2_variance_power`, :func:`ks_min_detectable`, :func:`z_test_power`.
+1. many independent chains, batched, in float64, with one seeded ``torch.Generator`` per test
+   (the ``rng`` fixture of verification/conftest.py); final states are iid across chains;
+2. statistics whose null law is exact (χ², normal, Kolmogorov–Smirnov, binomial; for a Gaussian
+   target whiten with the exact law, z = L⁻¹(x − m));
+3. a total false-failure rate α per test (default :data:`ALPHA` = 1e-6), written in the test
+   and in its ``@pytest.mark.stochastic(alpha=...)`` marker, split over its m p-values by
+   Bonferroni (fail iff min p < α/m) — :func:`assert_pvalues`;
+4. power asserted inside the test and computed from the design (known variances, sample
+   sizes, or a pilot run with its own fixed seed), never from the sample under test: at the
+   sample size used, the test detects the effect it exists to catch (by default a 5 %
+   variance error of a Gaussian target) with probability ≥ 1 − β — :func:`chi2_variance_power`,
+   :func:`ks_min_detectable`, :func:`z_test_power`; a rare event is never asserted not to
+   happen: its rate is tested against a bound;
+5. a broken variant (wrong sign, missing factor, no Metropolis step, …) run through the same
+   assertion and expected to fail (``pytest.raises(AssertionError)``); a kernel that does
+   nothing conserves every law, so stationarity tests carry a movement guard;
+6. the real failure rate is measured by ``python -m verification.seed_sweep`` over fresh
+   seeds and must match the stated α.
 
 Conventions: in the power helpers ``alpha`` is the level of *one* p-value, i.e. the total α
 already divided by the number m of p-values the test passes to :func:`assert_pvalues`.
@@ -59,7 +73,7 @@ def whiten(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
 
 
 def whitened_gaussian_pvalues(x: Tensor, mean: Tensor, cov: Tensor) -> dict[str, float]:
-    """p-values for the hypothesis "rows of x are iid N(mean, cov)" (TESTING.md rule 2).
+    """p-values for the hypothesis "rows of x are iid N(mean, cov)" (rule 2 above).
 
     With z = L⁻¹(x − m), M rows and dimension d:
 
@@ -146,12 +160,6 @@ def assert_pvalues(pvalues: Mapping[str, float] | Sequence[float], alpha: float 
                              f"{', '.join(k for k, _ in bad)} (all: {listing})")
 
 
-def min_pvalue_ratio(pvalues: Mapping[str, float] | Sequence[float], alpha: float = ALPHA) -> float:
-    """min p · m / α: < 1 exactly when :func:`assert_pvalues` fails (for reports)."""
-    ps = list(pvalues.values()) if isinstance(pvalues, Mapping) else list(np.ravel(_np(pvalues)))
-    return min(ps) * len(ps) / alpha
-
-
 # --------------------------------------------------------------------------- power
 
 
@@ -191,7 +199,8 @@ def ks_min_detectable(n: int, alpha: float, beta: float = BETA, n2: int | None =
     return dkwm_epsilon(n_eff, alpha) + dkwm_epsilon(n_eff, beta)
 
 
-def ks_distance(cdf_a: Callable[[np.ndarray], np.ndarray], cdf_b: Callable[[np.ndarray], np.ndarray],
+def ks_distance(cdf_a: Callable[[np.ndarray], np.ndarray],
+                cdf_b: Callable[[np.ndarray], np.ndarray],
                 lo: float, hi: float, n_grid: int = 20001) -> float:
     """sup |F_a − F_b| over a fine grid of [lo, hi] (the KS distance between two laws)."""
     t = np.linspace(lo, hi, n_grid)
@@ -217,7 +226,8 @@ def z_test_power(effect, standard_error, alpha: float, beta: float = BETA) -> bo
 
 
 def z_detectable(standard_error, alpha: float, beta: float = BETA):
-    """Smallest mean shift detected with prob ≥ 1 − β by the two-sided z-test at level α."""
+    """Smallest mean shift detected with probability ≥ 1 − β by the two-sided z-test at level
+    ``alpha`` (for messages of UnderpoweredError)."""
     return (stats.norm.isf(alpha / 2) + stats.norm.isf(beta)) * _np(standard_error)
 
 
@@ -263,7 +273,7 @@ def dilation_ks_distance(cdf: Callable[[np.ndarray], np.ndarray], center: float,
 
 def assert_ks_power(n: int, effect: float, alpha_per: float, beta: float = BETA,
                     n2: int | None = None) -> None:
-    """Fail unless D_min = ε(n, α/m) + ε(n, β) ≤ ``effect`` (TESTING.md rule 4)."""
+    """Fail unless D_min = ε(n, α/m) + ε(n, β) ≤ ``effect`` (rule 4 of the module docstring)."""
     d_min = ks_min_detectable(n, alpha_per, beta, n2)
     if d_min > effect:
         raise UnderpoweredError(f"underpowered: KS with n={n} detects D ≥ {d_min:.4f} at level "
