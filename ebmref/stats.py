@@ -65,40 +65,64 @@ def whiten(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
     return torch.linalg.solve_triangular(L, (x - mean).T, upper=False).T
 
 
-def whitened_gaussian_pvalues(x: Tensor, mean: Tensor, cov: Tensor) -> dict[str, float]:
-    """p-values for the hypothesis "rows of x are iid N(mean, cov)" (rule 2 above).
+def whitened_gaussian_tests(x: Tensor, mean: Tensor, cov: Tensor) -> dict[str, tuple[float, float]]:
+    """{name: (statistic, p-value)} for the hypothesis "rows of x are iid N(mean, cov)".
 
     With z = L⁻¹(x − m), M rows and dimension d:
 
     * ``chi2``: Σᵢ‖zᵢ‖² ~ χ²(M·d), two-sided (catches variance too large *and* too small);
+      statistic reported as Σᵢ‖zᵢ‖²/(M·d) (1 in expectation);
     * ``mean``: √M·z̄ⱼ ~ N(0, 1) per coordinate, two-sided, Bonferroni'd over the d
-      coordinates inside (min(1, d·min pⱼ));
-    * ``ks``: Kolmogorov–Smirnov of ‖zᵢ‖² against χ²(d) (shape of the radial law).
+      coordinates inside (min(1, d·min pⱼ)); statistic maxⱼ √M|z̄ⱼ|;
+    * ``ks``: Kolmogorov–Smirnov of ‖zᵢ‖² against χ²(d) (shape of the radial law); statistic
+      the KS distance D.
+
+    Non-finite rows make every p-value NaN (a failure for :func:`assert_pvalues`).
     """
     z = whiten(x, mean, cov)
     m, d = z.shape
+    if not bool(torch.isfinite(z).all()):
+        nan = math.nan
+        return {"chi2": (nan, nan), "mean": (nan, nan), "ks": (nan, nan)}
     s = float((z * z).sum())
     k = m * d
     p_chi2 = min(1.0, 2.0 * min(stats.chi2.cdf(s, k), stats.chi2.sf(s, k)))
     zbar = _np(z.mean(0)) * math.sqrt(m)
     p_mean = min(1.0, d * float(np.min(2.0 * stats.norm.sf(np.abs(zbar)))))
     r2 = _np((z * z).sum(1))
-    p_ks = float(stats.kstest(r2, stats.chi2(d).cdf).pvalue)
-    return {"chi2": float(p_chi2), "mean": p_mean, "ks": p_ks}
+    ks = stats.kstest(r2, stats.chi2(d).cdf)
+    return {"chi2": (s / k, float(p_chi2)), "mean": (float(np.abs(zbar).max()), p_mean),
+            "ks": (float(ks.statistic), float(ks.pvalue))}
 
 
-def ks_pvalue(x_1d, cdf: Callable) -> float:
-    """One-sample KS p-value of the samples ``x_1d`` against an exact CDF.
+def whitened_gaussian_pvalues(x: Tensor, mean: Tensor, cov: Tensor) -> dict[str, float]:
+    """p-values for the hypothesis "rows of x are iid N(mean, cov)" (rule 2 above): the
+    ``chi2``, ``mean`` and ``ks`` tests of :func:`whitened_gaussian_tests`."""
+    return {k: p for k, (_, p) in whitened_gaussian_tests(x, mean, cov).items()}
+
+
+def ks_test(x_1d, cdf: Callable) -> tuple[float, float]:
+    """(D, p): one-sample Kolmogorov–Smirnov distance of the samples ``x_1d`` to an exact CDF
+    and its p-value (D's null law is Kolmogorov's, exact for a continuous CDF).
 
     ``cdf`` may take a tensor (e.g. :meth:`ebmref.energy.DoubleWell.cdf`, which wants shape
-    (n, 1)) or a numpy array; the samples are passed in the shape given.
+    (n, 1)) or a numpy array; the samples are passed in the shape given. NaN samples give
+    (NaN, NaN).
     """
+    if not np.isfinite(_np(x_1d)).all():
+        return math.nan, math.nan
     u = _np(cdf(x_1d)).ravel()
     # For n ≥ 10⁴ use the Kolmogorov limit law: accurate there and conservative (finite-n
     # tails are lighter, cf. Stephens' (√n + 0.12 + 0.11/√n) correction), and it avoids
     # scipy's slow exact tail when p is tiny (a broken kernel).
     method = "asymp" if u.size >= 10_000 else "auto"
-    return float(stats.kstest(u, "uniform", method=method).pvalue)
+    res = stats.kstest(u, "uniform", method=method)
+    return float(res.statistic), float(res.pvalue)
+
+
+def ks_pvalue(x_1d, cdf: Callable) -> float:
+    """One-sample KS p-value of the samples ``x_1d`` against an exact CDF (:func:`ks_test`)."""
+    return ks_test(x_1d, cdf)[1]
 
 
 def dkwm_epsilon(n: int, alpha: float) -> float:
