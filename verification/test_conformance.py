@@ -189,6 +189,7 @@ def test_underpowered_design_is_refused_before_sampling():
     (lambda: check_sampler(ula, kind="ula", targets="all"), "targets"),
     (lambda: check_sampler(ula, kind="ula", step_size=-0.1), "step_size"),
     (lambda: check_sampler(ula, kind="ula", n_steps={"gauss2d": 0}), "n_steps"),
+    (lambda: check_sampler(ula, kind="ula", step_size={"mixture2d": 0.1}), "step_size"),
     (lambda: check_sampler(ula, kind="ula", alpha=2.0), "alpha"),
     (lambda: check_sampler(ula, kind="ula", scale=0.0), "scale"),
     (lambda: check_sampler(ula, kind="ula", seed=-1), "seed"),

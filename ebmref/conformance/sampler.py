@@ -285,6 +285,10 @@ def check_sampler(fn: SamplerFn, kind: str = "exact", *, targets: str | Sequence
     check_positive(scale, "scale")
     check_positive(rel_error, "rel_error")
     check_probability(min_moved, "min_moved")
+    for value, what in ((step_size, "step_size"), (n_steps, "n_steps")):
+        if isinstance(value, Mapping) and not set(value) <= set(KIND_TARGETS[kind]):
+            raise ValueError(f"{what}: keys must be target names of kind={kind!r} "
+                             f"{KIND_TARGETS[kind]}, got {sorted(value)}")
     generator, recorded = make_generator(seed)
     plan = _plan(kind, targets, scale)
     alpha_per = alpha / sum(rows for _, _, rows in plan)

@@ -10,6 +10,20 @@ known exactly, with the fixed design (chains, steps, step sizes) each kind of ch
   projections uᵀX have the exact CDF Σₖ πₖ Φ((t − uᵀμₖ)/√(uᵀΣₖu));
 * ``double_well``: E(x) = 2(x² − 1)² in 1-D, CDF by quadrature
   (:meth:`ebmref.energy.DoubleWell.cdf`).
+
+Design (``scale=1``; :data:`TARGETS`), chains × steps of step size:
+
+============  =========  ====================  ====================  ===================
+target        chains     "ula" (λ)             "decoupled" (α)       "exact"
+============  =========  ====================  ====================  ===================
+gauss2d       40,000     15 × 0.4              15 × 0.2              5 × 0.6
+gauss20d      10,000     10 × 0.4              10 × 0.2              5 × 0.5
+mixture2d     150,000    —                     —                     4 × 0.3
+double_well   100,000    —                     —                     6 × 0.15
+============  =========  ====================  ====================  ===================
+
+ULA chains start at N(μ + 1.5·1, 0.3·I), away from the target, so the transient is tested too;
+exact kernels start at exact samples of the target.
 """
 
 from __future__ import annotations
