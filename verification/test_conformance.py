@@ -209,13 +209,14 @@ def test_bad_arguments_raise_value_error_naming_the_argument(call, arg):
 
 
 def test_report_rows_verdicts_and_table():
-    rows = [Row("t", "s", 1.0, 0.5, 1e-7, "e"), Row("t", "s", 2.0, 1e-9, 1e-7, "e"),
+    rows = [Row("t", "|x| s", 1.0, 0.5, 1e-7, "e"), Row("t", "s", 2.0, 1e-9, 1e-7, "e"),
             Row("t", "s", math.nan, math.nan, 1e-7, "e")]
     assert [r.verdict for r in rows] == ["pass", "fail", "fail"]  # NaN fails
     report = Report("demo", 3e-7, 5, rows, ["design line"])
     text = report.markdown()
     assert "| target | statistic (null law) | value | p-value | α |" in text
     assert "seed 5" in text and "2 of 3 rows fail" in text and "- design line" in text
+    assert "| \\|x\\| s |" in text  # a | inside a cell is escaped (the table keeps 7 columns)
     with pytest.raises(AssertionError, match="demo"):
         assert_conforms(report)
     assert_conforms(Report("ok", 1e-6, 0, rows[:1]))

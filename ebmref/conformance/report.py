@@ -70,8 +70,9 @@ class Report:
         lines = [f"### {self.title}", "", intro, "", header,
                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for r in self.rows:
-            lines.append(f"| {r.target} | {r.statistic} | {_fmt(r.value)} | {_fmt(r.p_value)} "
-                         f"| {r.alpha:.2e} | {r.detectable} | **{r.verdict}** |")
+            lines.append(f"| {_cell(r.target)} | {_cell(r.statistic)} | {_fmt(r.value)} "
+                         f"| {_fmt(r.p_value)} | {r.alpha:.2e} | {_cell(r.detectable)} "
+                         f"| **{r.verdict}** |")
         lines += [""] + [f"- {d}" for d in self.design]
         verdict = "all rows pass" if self.passed else \
             f"{len(self.failures)} of {m} rows fail"
@@ -80,6 +81,11 @@ class Report:
 
     def __str__(self) -> str:
         return self.markdown()
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: a literal | (absolute values) escaped."""
+    return text.replace("|", "\\|")
 
 
 def _fmt(v: float) -> str:
