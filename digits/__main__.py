@@ -19,7 +19,7 @@ from threadpoolctl import threadpool_limits
 
 from digits import figures, report
 from digits.claims import all_verdicts
-from digits.config import StudyConfig, build_parser, config_from_args
+from digits.config import StudyConfig, config_and_args
 from digits.study import (
     _Phase,
     chain_sets,
@@ -30,6 +30,8 @@ from digits.study import (
     prepare,
     yardsticks,
 )
+from ebmref.cli import guarded
+from ebmref.files import atomic_torch_save, atomic_write_json, atomic_write_text, check_output_dir
 
 RESULTS_NAME = "results.pt"
 
@@ -68,7 +70,7 @@ def _run(cfg: StudyConfig, log) -> dict:
     grids = chains["grids"]
     Path(cfg.cache).mkdir(parents=True, exist_ok=True)
     blob = json.dumps(jsonable(results))  # strict JSON: NaN → None, as --report-only reads it
-    torch.save({"results": blob, "grids": grids}, Path(cfg.cache) / RESULTS_NAME)
+    atomic_torch_save({"results": blob, "grids": grids}, Path(cfg.cache) / RESULTS_NAME)
     return write_outputs(cfg, json.loads(blob), grids, log)
 
 
@@ -83,30 +85,30 @@ def write_outputs(cfg: StudyConfig, results: dict, grids: dict, log=print) -> di
                                                   for k, c in v["comparisons"].items()}}
                            for name, v in verdicts.items()}
     made = figures.make_all(results, grids, out)
-    (out / "config.json").write_text(json.dumps(jsonable(cfg.to_dict()), indent=2) + "\n")
-    (out / "metrics.json").write_text(json.dumps(jsonable(results), indent=1) + "\n")
-    text = report.render(results, verdicts, made, cfg)
-    (out / "report.md").write_text(text)
+    atomic_write_json(out / "config.json", jsonable(cfg.to_dict()))
+    atomic_write_json(out / "metrics.json", jsonable(results), indent=1)
+    atomic_write_text(out / "report.md", report.render(results, verdicts, made, cfg))
     log(f"wrote {out / 'report.md'}")
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    report_only = "--report-only" in argv
-    if report_only:
-        argv.remove("--report-only")
-    cfg = config_from_args(argv)
-    if report_only:
+    cfg, args = config_and_args(list(sys.argv[1:] if argv is None else argv))
+
+    def body() -> int:
+        check_output_dir(cfg.out, "--out")
+        check_output_dir(cfg.cache, "--cache")
+        if not args.report_only:
+            run_study(cfg)
+            return 0
         path = Path(cfg.cache) / RESULTS_NAME
         if not path.is_file():
-            build_parser().error(f"--report-only: no saved results at {path}; run the study")
+            raise ValueError(f"--report-only: no saved results at {path}; run the study")
         saved = torch.load(path, weights_only=True)
-        results = json.loads(saved["results"])
-        write_outputs(replace(cfg), results, saved["grids"])
+        write_outputs(replace(cfg), json.loads(saved["results"]), saved["grids"])
         return 0
-    run_study(cfg)
-    return 0
+
+    return guarded("python -m digits", body, debug=args.debug)
 
 
 if __name__ == "__main__":

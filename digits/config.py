@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from digits.fit import FitConfig
 from digits.likelihood import AISConfig
 from digits.methods import METHODS
+from ebmref.cli import ArgumentParser, add_debug_argument
 from ebmref.validation import check_int_range, check_positive
 
 
@@ -87,7 +88,7 @@ def quick_config(**kw) -> StudyConfig:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m digits",
         description="The 8×8-digits rung of section 6: train every method to convergence on "
                     "sklearn's digits, measure test NLL by AIS, decide C16, C26-C29, write the "
@@ -100,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", default=None,
                    help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 1)")
+    p.add_argument("--report-only", action="store_true",
+                   help="rebuild the report from the results saved under --cache by the last "
+                        "run (no training)")
+    add_debug_argument(p)
     return p
 
 
@@ -110,6 +115,11 @@ def _positive_int(parser, name: str, value) -> None:
 
 def config_from_args(argv: list[str] | None = None) -> StudyConfig:
     """Parse; a bad value exits with one line naming the option (argparse's usage error)."""
+    return config_and_args(argv)[0]
+
+
+def config_and_args(argv: list[str] | None = None) -> tuple[StudyConfig, argparse.Namespace]:
+    """The config and the parsed arguments (for ``--report-only`` and ``--debug``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _positive_int(parser, "seeds", args.seeds)
@@ -132,4 +142,4 @@ def config_from_args(argv: list[str] | None = None) -> StudyConfig:
         if args.seeds < 2:
             parser.error(f"--seeds: must be >= 2 (a comparison needs a spread), got {args.seeds}")
         cfg = replace(cfg, fit=replace(cfg.fit, seeds=args.seeds))
-    return cfg
+    return cfg, args

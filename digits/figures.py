@@ -12,7 +12,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from ebmref.files import atomic_write
+
 DPI = 150
+
+
+def _save(fig, path: Path) -> None:
+    """Tight layout, then an atomic PNG write (a reader never sees half a figure)."""
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+    plt.close(fig)
 
 
 def _finite(v) -> list[float]:
@@ -51,9 +60,7 @@ def nll_figure(results: dict, path: Path) -> None:
         if name in base:
             ax.axhline(base[name], ls=style, color="C3", lw=1, label=label)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def convergence_figure(results: dict, path: Path) -> None:
@@ -71,9 +78,7 @@ def convergence_figure(results: dict, path: Path) -> None:
                  fontsize=9)
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def ais_figure(results: dict, path: Path) -> None:
@@ -101,9 +106,7 @@ def ais_figure(results: dict, path: Path) -> None:
     axes[1].set_xlabel("validation NLL, accurate AIS (nats)")
     axes[1].set_ylabel("validation NLL, training proxy (nats)")
     axes[1].set_title("Proxy vs accurate AIS (every seed, every method)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def strips(grids: dict, names: list[str], path: Path, n_chains: int = 4,
@@ -128,9 +131,7 @@ def strips(grids: dict, names: list[str], path: Path, n_chains: int = 4,
         ax.set_yticks([])
         ax.set_ylabel("chains", fontsize=7)
     axes[-1, 0].set_xlabel("frames, evenly spaced from start (left) to end (right)", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
     return True
 
 
@@ -160,9 +161,7 @@ def claims_figure(results: dict, path: Path) -> None:
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
     for ax, (title, ylabel, groups) in zip(axes, panels):
         _points(ax, groups, ylabel, title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def make_all(results: dict, grids: dict, out: Path) -> dict[str, str]:

@@ -10,15 +10,15 @@ augmentation), kept on disk as a checkpoint and reloaded with ``torch.load(weigh
 
 from __future__ import annotations
 
-import math
-import os
 import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from ebmref.files import atomic_torch_save
 from ebmref.validation import check_int_range, check_nonnegative, check_positive
 
 
@@ -68,10 +68,12 @@ def accuracy(model: DigitClassifier, data, batch: int = 1000) -> float:
 
 def train_classifier(train, epochs: int = 4, batch: int = 128, lr: float = 1e-3,
                      seed: int = 0, device: str = "cpu", max_images: int | None = None,
-                     max_shift: int = 2, noise_std: float = 0.0) -> DigitClassifier:
+                     max_shift: int = 2, noise_std: float = 0.0,
+                     progress: bool = False) -> DigitClassifier:
     """Adam on cross-entropy on ``train.images`` (N, 1, S, S) and ``train.labels``;
     ``max_images`` truncates the training split (tiny runs); every batch is shifted by up to
-    ``max_shift`` pixels and gets N(0, ``noise_std``²) pixel noise."""
+    ``max_shift`` pixels and gets N(0, ``noise_std``²) pixel noise; ``progress``: a bar over
+    the epochs on stderr."""
     check_int_range(epochs, "epochs", 1)
     check_int_range(batch, "batch", 1)
     check_positive(lr, "lr")
@@ -85,7 +87,7 @@ def train_classifier(train, epochs: int = 4, batch: int = 128, lr: float = 1e-3,
     if max_images is not None:
         x, y = x[:max_images], y[:max_images]
     n = x.shape[0]
-    for _ in range(epochs):
+    for _ in tqdm(range(epochs), desc="classifier", unit="epoch", disable=not progress):
         model.train()
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, batch):
@@ -131,16 +133,15 @@ def load_or_train_classifier(train, heldout=None, path: str | Path | None = None
             model.load_state_dict(ckpt["state_dict"])
             return model.to(device).eval(), meta
     model = train_classifier(train, epochs=epochs, device=device, max_images=max_images,
-                             max_shift=max_shift, noise_std=noise_std)
+                             max_shift=max_shift, noise_std=noise_std, progress=verbose)
     meta = dict(want)
-    meta["heldout_accuracy"] = accuracy(model, heldout) if heldout is not None else math.nan
+    meta["heldout_accuracy"] = accuracy(model, heldout) if heldout is not None else None
     meta["heldout_source"] = heldout.source if heldout is not None else ""
     if verbose:
+        acc = meta["heldout_accuracy"]
         print(f"classifier trained on {train.source}: held-out accuracy "
-              f"{meta['heldout_accuracy']:.4f} -> {path}")
+              f"{'n/a' if acc is None else f'{acc:.4f}'} -> {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta},
-               tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "meta": meta}, path)
     return model, meta

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ebmref.cli import guarded, option_words
+from ebmref.files import check_output_dir
 from toy_problems import figures
 from toy_problems.config import ToyConfig, build_parser, config_from_args
 from toy_problems.experiment import funnel, reference_row, run_one, summarise
@@ -88,11 +90,16 @@ def run(cfg: ToyConfig) -> dict:
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(argv)
-    except ValueError as err:  # bad option values: a usage error, not a traceback
-        build_parser().error(str(err))
-    metrics = run(cfg)
-    print(f"report: {Path(cfg.out) / 'report.md'}  (wall {metrics['timing']['wall_s']:.0f} s)")
-    return 0
+    except ValueError as err:  # bad option values: a usage error naming the option
+        build_parser().error(option_words(str(err), [(ToyConfig, "")]))
+    def body() -> int:
+        check_output_dir(cfg.out, "--out")
+        metrics = run(cfg)
+        print(f"report: {Path(cfg.out) / 'report.md'}  "
+              f"(wall {metrics['timing']['wall_s']:.0f} s)")
+        return 0
+
+    return guarded("python -m toy_problems", body)
 
 
 if __name__ == "__main__":

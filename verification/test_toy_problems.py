@@ -1,7 +1,8 @@
 """toy_problems: the exact-likelihood metrics (unit tests) and the report end to end (--quick).
 
 Stochastic tests state α (total false-failure rate, Bonferroni over their p-values), assert their
-own power, and show a deliberately broken variant failing the same assertion (TESTING.md).
+own power, and show a deliberately broken variant failing the same assertion (rules in
+verification/stats.py).
 """
 
 from __future__ import annotations
