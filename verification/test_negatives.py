@@ -73,3 +73,64 @@ def test_kl_chain_subset_reruns_the_last_steps_on_m_chains():
     off = sample_negatives(energy, x0, ula, KLConfig(weight=0.0, n_chains=4),
                            generator=torch.Generator().manual_seed(3))
     assert off.x_diff is None and off.x.shape == (12, 2)
+
+
+def test_du_decoupled_step_and_transitions_reach_the_sampler():
+    """Du's decoupled step (``sampler.noise`` = σ, grad clip, clamp) and the transition every
+    N steps are passed through: x⁻ equals ``langevin`` with the same settings bit for bit (and
+    not eq. 1, nor a run without the transition)."""
+    energy, x0 = _setup()
+    flip = lambda x, g: -x
+    du = SamplerConfig(n_steps=6, step_size=0.05, noise=0.3, grad_clip=0.5, clamp=(-2.0, 2.0),
+                       transition_every=2)
+    got = sample_negatives(energy, x0, du, generator=torch.Generator().manual_seed(4),
+                           transition=flip).x
+    kw = {"grad_clip": 0.5, "clamp": (-2.0, 2.0)}
+    want = langevin(energy, x0, 6, 0.05, 0.3, generator=torch.Generator().manual_seed(4),
+                    transition=flip, transition_every=2, **kw).x
+    assert torch.equal(got, want)
+    for other in (langevin(energy, x0, 6, 0.05, None, generator=torch.Generator().manual_seed(4),
+                           transition=flip, transition_every=2, **kw).x,
+                  langevin(energy, x0, 6, 0.05, 0.3, generator=torch.Generator().manual_seed(4),
+                           **kw).x):
+        assert not torch.allclose(got, other)
+    # transition_every = 0: a transition given to the training loop is not applied by the sampler.
+    du0 = SamplerConfig(n_steps=6, step_size=0.05, noise=0.3, grad_clip=0.5, clamp=(-2.0, 2.0))
+    got0 = sample_negatives(energy, x0, du0, generator=torch.Generator().manual_seed(4),
+                            transition=flip).x
+    want0 = langevin(energy, x0, 6, 0.05, 0.3, generator=torch.Generator().manual_seed(4), **kw).x
+    assert torch.equal(got0, want0)
+
+
+@pytest.mark.parametrize("m", [1, 12])
+def test_kl_chain_subset_bounds(m):
+    """m = 1 is a split run with one differentiated chain; m = B (every chain) is no split:
+    x̃ is x⁻ itself, with its graph."""
+    energy, x0 = _setup()
+    ula = SamplerConfig(n_steps=4, step_size=0.2, **EQ1)
+    out = sample_negatives(energy, x0, ula, KLConfig(weight=1.0, differentiable_steps=1,
+                                                     n_chains=m),
+                           generator=torch.Generator().manual_seed(5))
+    assert out.x_diff.shape == (m, 2) and out.x_diff.requires_grad
+    if m == 12:
+        assert torch.equal(out.x_diff.detach(), out.x)
+
+
+class _Escaping(Gaussian):
+    """A pathological energy whose MALA chains are accepted at −∞: ∇E = 1e308 at finite x
+    (the proposal overflows), −1e308 there, and a lower energy there (acceptance ratio e)."""
+
+    def energy_and_grad(self, x, create_graph=False):
+        finite = torch.isfinite(x).all(-1)
+        g = torch.where(torch.isfinite(x), torch.full_like(x, 1e308), torch.full_like(x, -1e308))
+        return torch.where(finite, 0.0, -1.0).to(x.dtype), g
+
+
+def test_non_finite_mala_chains_are_left_to_the_training_loop():
+    """sample_negatives does not raise on non-finite chains (MALA included): the training loop
+    checks x⁻ over all ranks at once, so that no rank stops alone."""
+    energy = _Escaping([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], dtype=DT)
+    m = SamplerConfig(kind="mala", n_steps=1, step_size=4.0, **EQ1)
+    out = sample_negatives(energy, torch.zeros(3, 2, dtype=DT), m,
+                           generator=torch.Generator().manual_seed(6))
+    assert not torch.isfinite(out.x).any()

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ebmref.energy import Energy, Gaussian
+from ebmref.entropy import kozachenko_leonenko, nearest_neighbour_surrogate
 from ebmref.objectives import contrastive_loss, frozen_energy, kl_loss
 from ebmref.samplers import langevin
 
@@ -46,15 +47,29 @@ def test_contrastive_loss_formula_and_gradient():
 
 @pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf")])
 def test_contrastive_loss_rejects_bad_l2(bad):
-    with pytest.raises(ValueError, match="l2"):
+    with pytest.raises(ValueError, match="^l2: "):
         contrastive_loss(torch.ones(3), torch.ones(3), l2=bad)
 
 
 def test_contrastive_loss_rejects_bad_shapes():
-    with pytest.raises(ValueError, match="e_pos"):
+    """Each energy vector is checked on its own, and the message shows the shape it got."""
+    with pytest.raises(ValueError, match=r"^e_pos: .*\[3, 1\]"):
         contrastive_loss(torch.ones(3, 1), torch.ones(3))
-    with pytest.raises(ValueError, match="e_neg"):
+    with pytest.raises(ValueError, match=r"^e_neg: .*\[0\]"):
         contrastive_loss(torch.ones(3), torch.ones(0))
+    with pytest.raises(ValueError, match=r"^e_pos: .*None"):
+        contrastive_loss([1.0, 2.0], torch.ones(3))
+
+
+@pytest.mark.parametrize("which", ["e_pos", "e_neg"])
+def test_contrastive_loss_checks_finiteness_unless_told_not_to(which):
+    """Non-finite energies raise by default, naming the vector; ``check_finite=False`` (the
+    training loop, which checks over all ranks) returns the non-finite loss."""
+    e = {"e_pos": torch.ones(3), "e_neg": torch.ones(3)}
+    e[which] = torch.tensor([1.0, float("inf"), 0.0])
+    with pytest.raises(ValueError, match=f"^{which}: "):
+        contrastive_loss(e["e_pos"], e["e_neg"])
+    assert not torch.isfinite(contrastive_loss(e["e_pos"], e["e_neg"], check_finite=False))
 
 
 def test_frozen_energy_value_and_gradient_routing():
@@ -80,7 +95,7 @@ def test_kl_loss_reaches_theta_only_through_the_sampler():
     energy = _gauss()
     gen = torch.Generator().manual_seed(0)
     x0 = energy.sample(32, gen)
-    with pytest.raises(ValueError, match="x_diff"):
+    with pytest.raises(ValueError, match="^x_diff: carries no graph"):
         kl_loss(energy, langevin(energy, x0, 3, 0.1, generator=gen).x)
     x_diff = langevin(energy, x0, 3, 0.1, generator=gen, differentiable_steps=1).x
     g = torch.autograd.grad(kl_loss(energy, x_diff), (energy.mu, energy.scale_tril))
@@ -118,8 +133,59 @@ def test_kl_loss_validation(kwargs, name):
     gen = torch.Generator().manual_seed(2)
     x_diff = langevin(energy, energy.sample(8, gen), 2, 0.1, generator=gen,
                       differentiable_steps=1).x
-    with pytest.raises(ValueError, match=name):
+    with pytest.raises(ValueError, match=f"^{name}: "):
         kl_loss(energy, x_diff, **kwargs)
+
+
+@pytest.mark.parametrize("bad, shown", [
+    ([[0.0, 1.0]], "None"),
+    (torch.zeros(3, dtype=DT, requires_grad=True), r"\[3\]"),
+    (torch.zeros(0, 2, dtype=DT, requires_grad=True), r"\[0, 2\]"),
+    (torch.tensor([[0.0, float("nan")]], dtype=DT, requires_grad=True), "finite"),
+])
+def test_kl_loss_refuses_bad_chain_ends(bad, shown):
+    """Not a tensor of chain states (B, ...) with B ≥ 1 (the message shows the shape it got),
+    or non-finite (checked by default)."""
+    with pytest.raises(ValueError, match=f"^x_diff: .*{shown}"):
+        kl_loss(_gauss(), bad)
+
+
+def test_kl_loss_of_one_chain_without_entropy():
+    """One chain is enough for the energy term; no entropy is estimated at weight 0 (a single
+    point has no neighbour)."""
+    energy = _gauss()
+    x = torch.tensor([[0.3, -0.2]], dtype=DT, requires_grad=True)
+    assert float(kl_loss(energy, x)) == pytest.approx(float(energy(x.detach())[0]), abs=1e-14)
+
+
+@pytest.mark.parametrize("entropy", ["nn", "kl"])
+def test_kl_loss_passes_groups_and_the_finiteness_switch_to_the_entropy(entropy):
+    """groups = G estimates the entropy of each of the G blocks on its own (an ensemble's
+    members); a non-finite reference raises by default, and propagates with
+    ``check_finite=False`` (the training loop's own check)."""
+    energy = _gauss()
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(4), dtype=DT)
+    x[4:] += 10.0  # two far-apart blocks: pooled neighbours differ from per-block ones
+    ref = torch.randn(6, 2, generator=torch.Generator().manual_seed(5), dtype=DT)
+    est = (nearest_neighbour_surrogate if entropy == "nn"
+           else lambda *a, **k: kozachenko_leonenko(a[0], 1, *a[1:], **k))
+    e = float(energy(x).mean())
+    for groups in (1, 2):
+        got = kl_loss(energy, x.clone().requires_grad_(True), entropy_weight=1.0,
+                      entropy=entropy, reference=ref, groups=groups)
+        want = e - float(est(x, ref, min_distance=1e-8, groups=groups))
+        assert float(got) == pytest.approx(want, abs=1e-12)
+    assert float(est(x, ref, groups=1)) != pytest.approx(float(est(x, ref, groups=2)), abs=0.1)
+    bad = ref.clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="^reference: "):
+        kl_loss(energy, x.clone().requires_grad_(True), entropy_weight=1.0, entropy=entropy,
+                reference=bad)
+    nan_x = x.clone()
+    nan_x[0, 0] = float("nan")
+    out = kl_loss(energy, nan_x.requires_grad_(True), entropy_weight=1.0, entropy=entropy,
+                  reference=ref, check_finite=False)
+    assert not torch.isfinite(out)
 
 
 def test_kl_loss_reference_too_small():

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Mutation testing of ebmref/ with mutmut, then the score (tools/mutation_score.py).
+#
+#   tools/mutation.sh                      # every module of ebmref/, one mutmut run per module
+#   tools/mutation.sh samplers buffer      # only these modules (names under ebmref/, no .py)
+#   MAX_CHILDREN=2 tools/mutation.sh       # parallel mutant runs (default 1: a shared machine)
+#   tools/mutation.sh --score              # only print the table from the last results
+#
+# Prerequisites (mutmut is not a project dependency and CI does not run this):
+#   .venv/bin/python -m pip install mutmut==3.8.1
+# Run from anywhere; it works in the repository root. Linux (mutmut forks one worker per
+# mutant and limits its CPU time with setrlimit).
+#
+# What it does: mutmut copies the tree to mutants/ (git-ignored), rewrites every function of
+# ebmref/ with its mutants behind a switch, runs the selected tests once to learn which tests
+# reach which function, then for every mutant runs only those tests (-x, stopping at the first
+# failure). Results persist in mutants/: a rerun only runs mutants not checked yet (rm -rf
+# mutants/ to start over; python -m mutmut run <id> reruns one). Configuration: [tool.mutmut]
+# in pyproject.toml:
+#
+# * test selection: the in-process part of verification/. Left out, because they are slow and
+#   reach ebmref/ only from child processes mutmut cannot trace: the torchrun/spawn runs of
+#   test_distributed.py and the kill tests of test_run_integrity.py; the end-to-end studies
+#   test_mnist_tiny.py, test_mnist_gpu_study.py and test_toy_problems.py's quick report;
+#   test_benchmarks_speed.py (timings in a subprocess); test_mnist_data/_metrics.py (they test
+#   mnist/, not ebmref/); test_code_style.py (it reads the sources, which mutmut rewrites).
+#   The selection runs in ~45 s on 2 loaded cores, against ~110 s for the whole suite.
+# * per-mutant time limit: CPU time (15 + 5) … (estimated test time + 5 s) × 5 × 2 (mutmut's
+#   timeout_constant and timeout_multiplier): a mutant that loops or blows up is stopped and
+#   counted as detected ("timeout").
+#
+# Equivalent mutants, with the argument for each, are listed in tools/mutation_survivors.md;
+# the score is (killed + timeout) / (mutants − equivalent).
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+python=${PYTHON:-"$repo/.venv/bin/python"}
+[ -x "$python" ] || python=$(command -v python3)
+children=${MAX_CHILDREN:-1}
+
+if [ "${1:-}" != "--score" ]; then
+  "$python" -c "import mutmut" 2>/dev/null || {
+    echo "mutation.sh: mutmut is not installed: $python -m pip install mutmut==3.8.1" >&2
+    exit 2
+  }
+  if [ $# -gt 0 ]; then
+    modules=("$@")
+  else
+    mapfile -t modules < <(cd ebmref && find . -name '*.py' ! -name '__init__.py' \
+      | sed 's|^\./||; s|\.py$||; s|/|.|g' | sort)
+  fi
+  mkdir -p mutants
+  for m in "${modules[@]}"; do
+    [ -f "ebmref/${m//.//}.py" ] || { echo "mutation.sh: no module ebmref/${m//.//}.py" >&2; exit 2; }
+    log="mutants/mutation-$m.log"
+    echo "== ebmref.$m (log: $log)"
+    # The trailing dot keeps e.g. ebmref.config from also selecting ebmref.conformance.
+    if ! "$python" -m mutmut run --max-children "$children" "ebmref.$m.*" > "$log" 2>&1; then
+      tr '\r' '\n' < "$log" | tail -n 30 >&2
+      echo "mutation.sh: mutmut failed on ebmref.$m (log: $log)" >&2
+      exit 1
+    fi
+    tr '\r' '\n' < "$log" | grep -E '[0-9]+ mutations/second' || true
+  done
+fi
+"$python" tools/mutation_score.py
