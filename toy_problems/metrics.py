@@ -23,7 +23,9 @@ from toy_problems.targets import Target
 
 def as_float64_energy(energy: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     """Wrap a network (any dtype) so that quadrature can feed it float64 grid points."""
-    dtype = next(iter(getattr(energy, "parameters", lambda: iter([torch.zeros(())]))())).dtype
+    params = getattr(energy, "parameters", None)
+    first = next(params(), None) if params is not None else None
+    dtype = first.dtype if first is not None else torch.float64
 
     def f(x: Tensor) -> Tensor:
         with torch.no_grad():

@@ -1,0 +1,391 @@
+"""Seeds as one vectorised ensemble, trained until the exact validation NLL stops improving.
+
+The claims study (:mod:`toy_problems.study`) trains the G seeds of one (method, target) as one
+model: G :class:`ebmref.nets.MLPEnergy` networks, member g built under ``torch.manual_seed(g)``,
+stacked in :class:`ebmref.ensemble.StackedMLPEnergy` inside :class:`ConfinedEnergy`. All members
+share the target's training data (G·B rows per update drawn from one tensor), each has its own
+initialisation, replay buffer and chain noise (:mod:`ebmref.ensemble`).
+
+One procedure for every method (:func:`fit`):
+
+* updates are :func:`ebmref.training.train_step` calls in our own loop;
+* every ``eval_every`` updates the exact validation NLL of every member is computed,
+  −(1/n)Σ log p_θ(x_val) = mean E_θ(x_val) + log Z_θ, log Z_θ by Simpson quadrature on a grid
+  (:class:`EnsembleGrid`: all members in one batched pass);
+* each member keeps its best parameters (lowest validation NLL; an improvement must exceed
+  ``min_delta`` nats);
+* training stops when no member improved for ``patience`` evaluations, or at ``cap`` updates;
+  the ensemble is then loaded with every member's best parameters.
+
+Per-member learning rates (the tuning grid, :func:`fit` ``lr``): Adam's step does not depend on
+the learning rate except through its final scaling, Δθ = −lr·m̂/(√v̂ + ε); the optimiser runs at
+lr = max(lrᵍ) and member g's step is rescaled by lrᵍ/max (:class:`MemberRates`), exactly Adam at
+lrᵍ. Per-member energy penalties (the tuning grid, ``l2``): the config's penalty is set to 0 and the
+two loss forwards of ``train_step`` go through :class:`MemberPenalty`, which returns
+E + l2ᵍ·E² for the data batch and E − l2ᵍ·E² for the negatives, so that the contrastive loss
+mean(E⁺) − mean(E⁻) of those outputs is member g's mean(E⁺) − mean(E⁻) + l2ᵍ(mean(E⁺²) +
+mean(E⁻²)) (eq. 3 with Du & Mordatch's penalty at l2ᵍ). A member that diverges (non-finite or exploding energies, :class:`TrainingDiverged`) is
+frozen at its best parameters (rate 0) and flagged with the update it diverged at; the others go
+on. A member whose validation NLL is non-finite is flagged the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from ebmref.analytic import grid as make_grid
+from ebmref.analytic import simpson_weights
+from ebmref.config import DTYPES, TrainConfig
+from ebmref.energy import Energy
+from ebmref.ensemble import StackedMLPEnergy
+from ebmref.nets import MLPEnergy
+from ebmref.training import TrainingDiverged, TrainState, train_step
+from ebmref.validation import check_int_range, check_nonnegative
+from toy_problems.methods import ConfinedEnergy, confinement_radius
+from toy_problems.targets import Target
+
+CHUNK_ROWS = 262_144  # rows per forward pass when tabulating energies
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Early stopping: evaluate every ``eval_every`` updates; stop when no member improved by
+    more than ``min_delta`` nats for ``patience`` evaluations, or at ``cap`` updates (never
+    before ``min_updates``)."""
+
+    eval_every: int = 100
+    patience: int = 6
+    cap: int = 4000
+    min_updates: int = 300
+    min_delta: float = 1e-3
+
+    def __post_init__(self) -> None:
+        check_int_range(self.eval_every, "eval_every", 1)
+        check_int_range(self.patience, "patience", 1)
+        check_int_range(self.cap, "cap", self.eval_every)
+        check_int_range(self.min_updates, "min_updates", 0, self.cap)
+        check_nonnegative(self.min_delta, "min_delta")
+
+
+class BlockSumEnergy(Energy):
+    """E(x) = Σ_b net_b(x[:, block_b]): one network per coordinate block (a factorised model,
+    p_θ = Π_b p_b, so log Z_θ = Σ_b log Z_b by low-dimensional quadratures). The nets may be
+    ensembles of the same member count."""
+
+    def __init__(self, nets: Sequence[Energy], blocks: Sequence[Sequence[int]]):
+        super().__init__()
+        if len(nets) != len(blocks) or not nets:
+            raise ValueError("nets, blocks: need one net per block (at least one)")
+        if len({n.n_members for n in nets}) != 1:
+            raise ValueError("nets: all blocks must have the same member count")
+        flat = sorted(i for b in blocks for i in b)
+        if flat != list(range(len(flat))):
+            raise ValueError(f"blocks: must partition the coordinates 0..d−1, got {blocks}")
+        self.nets = torch.nn.ModuleList(nets)
+        self.blocks = [tuple(int(i) for i in b) for b in blocks]
+        self.n_members = nets[0].n_members
+        self.event_shape = (len(flat),)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return sum(net(x[:, list(b)]) for net, b in zip(self.nets, self.blocks))
+
+
+def make_ensemble(target: Target, seeds: Sequence[int], hidden: int, depth: int,
+                  dtype: torch.dtype = torch.float32) -> ConfinedEnergy:
+    """G = len(seeds) Swish MLPs (member g initialised under ``torch.manual_seed(seeds[g])``)
+    as one :class:`StackedMLPEnergy`, inside the fixed confinement ‖x‖²/(2R²); for a target
+    with ``blocks``, one such ensemble per block summed (:class:`BlockSumEnergy`)."""
+    if len(seeds) == 0:
+        raise ValueError("seeds: need at least one seed")
+    blocks = target.blocks or (tuple(range(target.dim)),)
+    stacks = []
+    for b_index, block in enumerate(blocks):
+        nets = []
+        for s in seeds:
+            torch.manual_seed(int(s) + 7919 * b_index)
+            nets.append(MLPEnergy(len(block), hidden=hidden, depth=depth, activation="swish"))
+        stacks.append(StackedMLPEnergy(nets))
+    net = stacks[0] if target.blocks is None else BlockSumEnergy(stacks, blocks)
+    return ConfinedEnergy(net, confinement_radius(target)).to(dtype)
+
+
+def member(energy: ConfinedEnergy, g: int) -> ConfinedEnergy:
+    """Member g of an ensemble as a standalone energy (a copy)."""
+    net = energy.net
+    if isinstance(net, BlockSumEnergy):
+        return ConfinedEnergy(BlockSumEnergy([n.member(g) for n in net.nets], net.blocks),
+                              energy.radius)
+    return ConfinedEnergy(net.member(g), energy.radius)
+
+
+def block_energy(energy: ConfinedEnergy, b: int) -> ConfinedEnergy:
+    """Block b of a factorised energy with its share of the confinement (same members)."""
+    return ConfinedEnergy(energy.net.nets[b], energy.radius)
+
+
+def member_energies(energy, x: Tensor) -> Tensor:
+    """E of every member at the same points: (G, N) float64 (x tiled G times, in chunks)."""
+    g_count = energy.n_members
+    dtype = next(energy.parameters()).dtype
+    rows = max(CHUNK_ROWS // g_count, 1)
+    out = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], rows):
+            xc = x[i:i + rows].to(dtype)
+            e = energy(xc.repeat(g_count, *([1] * (xc.ndim - 1))))
+            out.append(e.view(g_count, -1).to(torch.float64))
+    return torch.cat(out, 1)
+
+
+class EnsembleGrid:
+    """Simpson quadrature of log Z_θ for every member at once, on ``bounds`` with
+    ``n_points`` per axis (≡ 1 mod 4 is not needed: odd suffices for Simpson)."""
+
+    def __init__(self, bounds: tuple[tuple[float, float], ...], n_points: int):
+        check_int_range(n_points, "n_points", 3)
+        if n_points % 2 == 0:
+            raise ValueError(f"n_points: must be odd for Simpson's rule, got {n_points}")
+        self.bounds, self.n_points = bounds, n_points
+        self.points, cell = make_grid(bounds, n_points)
+        self.log_weight = torch.log(simpson_weights(n_points, len(bounds))) + math.log(cell)
+
+    def log_z(self, energy: ConfinedEnergy) -> Tensor:
+        """(G,) log Z of each member; NaN where a member's energy is NaN anywhere on the grid."""
+        e = member_energies(energy, self.points)
+        lz = torch.logsumexp(self.log_weight - e, 1)
+        return torch.where(torch.isnan(e).any(1), torch.full_like(lz, math.nan), lz)
+
+    def nll(self, energy: ConfinedEnergy, x: Tensor) -> Tensor:
+        """(G,) exact NLL −(1/n)Σ log p_θ(xᵢ) per member (nats); non-finite flags divergence."""
+        return member_energies(energy, x).mean(1) + self.log_z(energy)
+
+
+class FactorisedGrid:
+    """log Z of a :class:`BlockSumEnergy` ensemble: Σ_b log Z_b, one :class:`EnsembleGrid` per
+    block (the confinement ‖x‖²/(2R²) splits over the blocks too)."""
+
+    def __init__(self, bounds: tuple[tuple[float, float], ...], blocks, n_points: Sequence[int]):
+        self.blocks = [tuple(b) for b in blocks]
+        self.grids = [EnsembleGrid(tuple(bounds[i] for i in b), n)
+                      for b, n in zip(self.blocks, n_points)]
+
+    def log_z(self, energy: ConfinedEnergy) -> Tensor:
+        return sum(g.log_z(block_energy(energy, b)) for b, g in enumerate(self.grids))
+
+    def nll(self, energy: ConfinedEnergy, x: Tensor) -> Tensor:
+        return member_energies(energy, x).mean(1) + self.log_z(energy)
+
+
+class MemberPenalty(torch.nn.Module):
+    """The loss forwards of :func:`ebmref.training.train_step` (its ``model`` argument) with a
+    per-member energy penalty l2ᵍ: calls alternate data batch (E + l2ᵍE²) and negatives
+    (E − l2ᵍE²), the order in which ``train_step`` makes them (module docstring). The logged
+    ``energy_data``/``energy_samples`` of ``train_step`` then include the penalty terms."""
+
+    def __init__(self, energy: ConfinedEnergy, l2: Sequence[float]):
+        super().__init__()
+        self.energy = energy
+        self.l2 = [float(v) for v in l2]
+        if len(self.l2) != energy.n_members or min(self.l2) < 0:
+            raise ValueError(f"l2: expected {energy.n_members} non-negative penalties, got "
+                             f"{list(l2)}")
+        self.calls = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        e = self.energy(x)
+        w = torch.tensor(self.l2, dtype=e.dtype).repeat_interleave(e.shape[0] // len(self.l2))
+        sign = 1.0 if self.calls % 2 == 0 else -1.0
+        self.calls += 1
+        return e + sign * w * e * e
+
+
+class MemberRates:
+    """Per-member learning rates for an ensemble trained with one Adam at lr = max(rates):
+    after each step, member g's change of every stacked parameter is scaled by rates[g]/max
+    (exact: Adam's step is linear in lr). Rate 0 freezes a member (its parameters restored)."""
+
+    def __init__(self, params: Sequence[Tensor], rates: Sequence[float]):
+        self.params = list(params)
+        self.rates = torch.tensor([float(r) for r in rates], dtype=torch.float64)
+        if self.rates.ndim != 1 or not bool((self.rates >= 0).all()) or self.rates.max() <= 0:
+            raise ValueError(f"rates: expected non-negative learning rates, one positive, got "
+                             f"{list(rates)}")
+        for p in self.params:
+            if p.shape[0] != self.rates.shape[0]:
+                raise ValueError(f"params: leading dimension {p.shape[0]} is not the member "
+                                 f"count {self.rates.shape[0]}")
+        self.max = float(self.rates.max())
+        self._before: list[Tensor] = []
+
+    def freeze(self, g: int) -> None:
+        self.rates[g] = 0.0
+
+    def snapshot(self) -> None:
+        self._before = [p.detach().clone() for p in self.params]
+
+    def apply(self) -> None:
+        """Rescale the step just taken (call after optimizer.step(), with a snapshot before)."""
+        if torch.all(self.rates == self.max):
+            return
+        with torch.no_grad():
+            for p, old in zip(self.params, self._before):
+                s = (self.rates / self.max).to(p.dtype).view(-1, *([1] * (p.ndim - 1)))
+                step = torch.where(s == 0, torch.zeros_like(p), (p - old) * s)
+                p.copy_(old + step)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns (the ensemble itself now holds each member's best θ)."""
+
+    best_step: list[int]
+    best_val: list[float]
+    diverged: list[int | None]  # update at which the member diverged (None: never)
+    updates: int
+    stopped: str  # "patience" | "cap" | "all members diverged"
+    history: list[dict] = field(default_factory=list)  # {"step", "val": [G floats]}
+    train_s: float = 0.0
+    train_cpu_s: float = 0.0
+    eval_s: float = 0.0
+    buffer: object = None  # the final replay buffer (ebmref.buffer.ReplayBuffer; None for CD-k)
+
+
+def _bad_members(energy: ConfinedEnergy, x: Tensor, max_energy: float) -> list[int]:
+    """Members whose energies on x (all members' rows) are non-finite or exceed max_energy."""
+    e = member_energies(energy, x)
+    return [g for g in range(e.shape[0])
+            if not bool(torch.isfinite(e[g]).all()) or float(e[g].abs().max()) > max_energy]
+
+
+class _Best:
+    """Each member's best parameters and validation NLL so far."""
+
+    def __init__(self, params: Sequence[Tensor], g_count: int):
+        self.params = [p.detach().clone() for p in params]
+        self.val = [math.inf] * g_count
+        self.step = [0] * g_count
+
+    def update(self, params: Sequence[Tensor], val: Tensor, step: int, min_delta: float,
+               active: Sequence[bool]) -> bool:
+        improved = False
+        for g, v in enumerate(val.tolist()):
+            if active[g] and math.isfinite(v) and v < self.val[g] - min_delta:
+                self.val[g], self.step[g], improved = v, step, True
+                for b, p in zip(self.params, params):
+                    b[g] = p.detach()[g]
+        return improved
+
+    def load_into(self, params: Sequence[Tensor]) -> None:
+        with torch.no_grad():
+            for p, b in zip(params, self.params):
+                p.copy_(b)
+
+
+def fit(energy: ConfinedEnergy, train_x: Tensor, val_x: Tensor, config: TrainConfig,
+        rule: StopRule, grid: EnsembleGrid, *, lr: Sequence[float] | None = None,
+        l2: Sequence[float] | None = None, transition: Callable | None = None) -> FitResult:
+    """Train the ensemble with ``config`` (batch, buffer, chains per member) until the exact
+    validation NLL stops improving (module docstring); returns the budget used and each
+    member's best update, and leaves the best parameters in ``energy``."""
+    g_count = energy.n_members
+    dtype = DTYPES[config.run.dtype]
+    energy.to(dtype).train()
+    rates = [config.optim.lr] * g_count if lr is None else list(lr)
+    if len(rates) != g_count:
+        raise ValueError(f"lr: expected {g_count} per-member rates, got {len(rates)}")
+    optim = replace(config.optim, lr=max(rates), l2=0.0 if l2 is not None else config.optim.l2)
+    state = TrainState.create(energy, replace(config, optim=optim))
+    model = MemberPenalty(energy, l2) if l2 is not None else None
+    params = [p for p in energy.parameters() if p.requires_grad]
+    member_rates = MemberRates(params, rates)
+    data = train_x.to(dtype)
+    state.ensure_buffer(tuple(data.shape[1:]))
+    best = _Best(params, g_count)
+    diverged: list[int | None] = [None] * g_count
+    history: list[dict] = []
+    t0, c0, t_eval, stale = time.perf_counter(), time.process_time(), 0.0, 0
+    stopped = "cap"
+    batch = config.run.batch_size * g_count
+    while state.step < rule.cap:
+        x_pos = data[torch.randint(0, data.shape[0], (batch,), generator=state.generator)]
+        member_rates.snapshot()
+        try:
+            train_step(state, x_pos, pool=data, transition=transition, model=model)
+        except TrainingDiverged:
+            if model is not None:
+                model.calls = 0
+            _freeze_bad(energy, state, member_rates, best, diverged, x_pos, config)
+            if all(d is not None for d in diverged):
+                stopped = "all members diverged"
+                break
+            continue
+        member_rates.apply()
+        if state.step % rule.eval_every == 0:
+            te = time.perf_counter()
+            energy.eval()
+            val = grid.nll(energy, val_x)
+            energy.train()
+            for g, v in enumerate(val.tolist()):
+                if not math.isfinite(v) and diverged[g] is None:
+                    diverged[g] = state.step
+                    member_rates.freeze(g)
+            active = [d is None for d in diverged]
+            improved = best.update(params, val, state.step, rule.min_delta, active)
+            history.append({"step": state.step, "val": [float(v) for v in val.tolist()]})
+            t_eval += time.perf_counter() - te
+            stale = 0 if improved else stale + 1
+            if not any(active):
+                stopped = "all members diverged"
+                break
+            if stale >= rule.patience and state.step >= rule.min_updates:
+                stopped = "patience"
+                break
+    best.load_into(params)
+    energy.eval()
+    return FitResult(best_step=list(best.step), best_val=list(best.val), diverged=diverged,
+                     updates=state.step, stopped=stopped, history=history,
+                     train_s=time.perf_counter() - t0, train_cpu_s=time.process_time() - c0,
+                     eval_s=t_eval, buffer=state.buffer)
+
+
+def _freeze_bad(energy, state, member_rates, best, diverged, x_pos, config) -> None:
+    """After TrainingDiverged (raised before the optimiser step): flag and freeze the members
+    whose energies on the batch or their buffer are non-finite or exploding; if none can be
+    singled out, the member with the largest |E| on its buffer."""
+    probe = x_pos if state.buffer is None else torch.cat([x_pos, state.buffer.storage])
+    bad = [g for g in _bad_members(energy, probe, config.run.max_energy)
+           if diverged[g] is None]
+    if not bad:
+        e = member_energies(energy, probe).abs().nan_to_num(math.inf).amax(1)
+        for g in torch.argsort(e, descending=True).tolist():
+            if diverged[g] is None:
+                bad = [g]
+                break
+    step = state.step + 1
+    with torch.no_grad():
+        for g in bad:
+            diverged[g] = step
+            member_rates.freeze(g)
+            for p, b in zip(member_rates.params, best.params):
+                p[g] = b[g]
+            _refill(state.buffer, g, x_pos, state.generator)
+    state.optimizer.zero_grad(set_to_none=True)
+
+
+def _refill(buffer, g: int, data: Tensor, generator: torch.Generator) -> None:
+    """Member g's buffer block refilled (its chains may have become non-finite before the
+    divergence was caught): fresh noise for a noise buffer, data picks otherwise."""
+    if buffer is None or buffer.storage is None:
+        return
+    c = buffer.capacity
+    if buffer.init == "noise":
+        fresh = buffer.noise_fn(c, generator)
+    else:
+        fresh = data[torch.randint(0, data.shape[0], (c,), generator=generator)]
+    buffer.storage[g * c:(g + 1) * c] = fresh.to(buffer.storage.dtype)
