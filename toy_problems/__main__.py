@@ -28,7 +28,7 @@ from ebmref.cli import add_config_arguments, overrides_from_args
 from toy_problems import figures
 from toy_problems.config import ToyConfig, build_parser, config_from_args
 from toy_problems.experiment import funnel, reference_row, run_one, summarise
-from toy_problems.report import COLUMNS, claims_section, write_report
+from toy_problems.report import COLUMNS, write_report
 from toy_problems.targets import make_target
 
 SUMMARY_KEYS = [c[0] for c in COLUMNS] + ["heldout_nll", "data_nll", "leak", "log_z_error",
@@ -74,7 +74,6 @@ def run(cfg: ToyConfig) -> dict:
     if funnel_rows:
         figures.funnel(funnel_rows, out / "funnel.png")
 
-    claims_md, verdicts = claims_section(summary, funnel_rows, cfg.targets, cfg.methods)
     wall = time.perf_counter() - t_start
     cpu = time.process_time() - cpu_start
     timing = {"wall_s": wall, "process_cpu_s": cpu,
@@ -84,11 +83,10 @@ def run(cfg: ToyConfig) -> dict:
               else None}
     metrics = {"config": cfg.to_dict(), "timing": timing, "runs": records,
                "summary": summary, "references": references, "funnel": funnel_rows,
-               "verdicts": verdicts,
                "environment": {"python": platform.python_version(), "torch": torch.__version__,
                                "cpus": os.cpu_count(), "threads": cfg.threads}}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=float) + "\n")
-    write_report(out, cfg, summary, references, claims_md, figs, timing, funnel_rows)
+    write_report(out, cfg, summary, references, figs, timing, funnel_rows)
     return metrics
 
 

@@ -24,7 +24,9 @@ lrᵍ. Per-member energy penalties (the tuning grid, ``l2``): the config's penal
 two loss forwards of ``train_step`` go through :class:`MemberPenalty`, which returns
 E + l2ᵍ·E² for the data batch and E − l2ᵍ·E² for the negatives, so that the contrastive loss
 mean(E⁺) − mean(E⁻) of those outputs is member g's mean(E⁺) − mean(E⁻) + l2ᵍ(mean(E⁺²) +
-mean(E⁻²)) (eq. 3 with Du & Mordatch's penalty at l2ᵍ). A member that diverges (non-finite or exploding energies, :class:`TrainingDiverged`) is
+mean(E⁻²)) (eq. 3 with Du & Mordatch's penalty at l2ᵍ).
+
+A member that diverges (non-finite or exploding energies, :class:`TrainingDiverged`) is
 frozen at its best parameters (rate 0) and flagged with the update it diverged at; the others go
 on. A member whose validation NLL is non-finite is flagged the same way.
 """
@@ -263,28 +265,58 @@ def _bad_members(energy: ConfinedEnergy, x: Tensor, max_energy: float) -> list[i
             if not bool(torch.isfinite(e[g]).all()) or float(e[g].abs().max()) > max_energy]
 
 
-class _Best:
-    """Each member's best parameters and validation NLL so far."""
+class EarlyStopping:
+    """The stopping rule's bookkeeping (no tensors): each member's best validation NLL and the
+    update it was reached at, members flagged diverged (a non-finite validation NLL, or
+    :meth:`flag`), and the count of evaluations since any active member last improved."""
 
-    def __init__(self, params: Sequence[Tensor], g_count: int):
-        self.params = [p.detach().clone() for p in params]
-        self.val = [math.inf] * g_count
-        self.step = [0] * g_count
+    def __init__(self, g_count: int, rule: StopRule):
+        check_int_range(g_count, "g_count", 1)
+        self.rule = rule
+        self.best_val = [math.inf] * g_count
+        self.best_step = [0] * g_count
+        self.diverged: list[int | None] = [None] * g_count
+        self.stale = 0
 
-    def update(self, params: Sequence[Tensor], val: Tensor, step: int, min_delta: float,
-               active: Sequence[bool]) -> bool:
-        improved = False
-        for g, v in enumerate(val.tolist()):
-            if active[g] and math.isfinite(v) and v < self.val[g] - min_delta:
-                self.val[g], self.step[g], improved = v, step, True
-                for b, p in zip(self.params, params):
-                    b[g] = p.detach()[g]
+    @property
+    def active(self) -> list[bool]:
+        return [d is None for d in self.diverged]
+
+    def flag(self, g: int, step: int) -> None:
+        if self.diverged[g] is None:
+            self.diverged[g] = step
+
+    def observe(self, step: int, val: Sequence[float]) -> list[int]:
+        """Record one evaluation; returns the members that improved (their θ must be kept).
+        A non-finite value flags the member diverged at ``step``."""
+        improved = []
+        for g, v in enumerate(val):
+            if self.diverged[g] is not None:
+                continue
+            if not math.isfinite(v):
+                self.flag(g, step)
+            elif v < self.best_val[g] - self.rule.min_delta:
+                self.best_val[g], self.best_step[g] = float(v), step
+                improved.append(g)
+        self.stale = 0 if improved else self.stale + 1
         return improved
 
-    def load_into(self, params: Sequence[Tensor]) -> None:
-        with torch.no_grad():
-            for p, b in zip(params, self.params):
-                p.copy_(b)
+    def reason(self, step: int) -> str | None:
+        """Why training stops after update ``step`` (None: it goes on)."""
+        if not any(self.active):
+            return "all members diverged"
+        if self.stale >= self.rule.patience and step >= self.rule.min_updates:
+            return "patience"
+        if step >= self.rule.cap:
+            return "cap"
+        return None
+
+
+def _keep(best: list[Tensor], params: Sequence[Tensor], members: Sequence[int]) -> None:
+    with torch.no_grad():
+        for b, p in zip(best, params):
+            for g in members:
+                b[g] = p.detach()[g]
 
 
 def fit(energy: ConfinedEnergy, train_x: Tensor, val_x: Tensor, config: TrainConfig,
@@ -306,13 +338,12 @@ def fit(energy: ConfinedEnergy, train_x: Tensor, val_x: Tensor, config: TrainCon
     member_rates = MemberRates(params, rates)
     data = train_x.to(dtype)
     state.ensure_buffer(tuple(data.shape[1:]))
-    best = _Best(params, g_count)
-    diverged: list[int | None] = [None] * g_count
+    best = [p.detach().clone() for p in params]
+    stop = EarlyStopping(g_count, rule)
     history: list[dict] = []
-    t0, c0, t_eval, stale = time.perf_counter(), time.process_time(), 0.0, 0
-    stopped = "cap"
+    t0, c0, t_eval, stopped = time.perf_counter(), time.process_time(), 0.0, None
     batch = config.run.batch_size * g_count
-    while state.step < rule.cap:
+    while stopped is None:
         x_pos = data[torch.randint(0, data.shape[0], (batch,), generator=state.generator)]
         member_rates.snapshot()
         try:
@@ -320,62 +351,58 @@ def fit(energy: ConfinedEnergy, train_x: Tensor, val_x: Tensor, config: TrainCon
         except TrainingDiverged:
             if model is not None:
                 model.calls = 0
-            _freeze_bad(energy, state, member_rates, best, diverged, x_pos, config)
-            if all(d is not None for d in diverged):
+            _freeze_bad(energy, state, member_rates, best, stop, x_pos, config)
+            if not any(stop.active):
                 stopped = "all members diverged"
-                break
             continue
         member_rates.apply()
         if state.step % rule.eval_every == 0:
             te = time.perf_counter()
             energy.eval()
-            val = grid.nll(energy, val_x)
+            val = grid.nll(energy, val_x).tolist()
             energy.train()
-            for g, v in enumerate(val.tolist()):
-                if not math.isfinite(v) and diverged[g] is None:
-                    diverged[g] = state.step
-                    member_rates.freeze(g)
-            active = [d is None for d in diverged]
-            improved = best.update(params, val, state.step, rule.min_delta, active)
-            history.append({"step": state.step, "val": [float(v) for v in val.tolist()]})
+            was_active = stop.active
+            _keep(best, params, stop.observe(state.step, val))
+            for g, (before, now) in enumerate(zip(was_active, stop.active)):
+                if before and not now:  # a non-finite validation NLL: retire the member
+                    _retire(g, state, member_rates, best, x_pos)
+            history.append({"step": state.step, "val": [float(v) for v in val]})
             t_eval += time.perf_counter() - te
-            stale = 0 if improved else stale + 1
-            if not any(active):
-                stopped = "all members diverged"
-                break
-            if stale >= rule.patience and state.step >= rule.min_updates:
-                stopped = "patience"
-                break
-    best.load_into(params)
+            stopped = stop.reason(state.step)
+        elif state.step >= rule.cap:
+            stopped = "cap"
+    with torch.no_grad():
+        for p, b in zip(params, best):
+            p.copy_(b)
     energy.eval()
-    return FitResult(best_step=list(best.step), best_val=list(best.val), diverged=diverged,
-                     updates=state.step, stopped=stopped, history=history,
-                     train_s=time.perf_counter() - t0, train_cpu_s=time.process_time() - c0,
-                     eval_s=t_eval, buffer=state.buffer)
+    return FitResult(best_step=list(stop.best_step), best_val=list(stop.best_val),
+                     diverged=list(stop.diverged), updates=state.step, stopped=stopped,
+                     history=history, train_s=time.perf_counter() - t0,
+                     train_cpu_s=time.process_time() - c0, eval_s=t_eval, buffer=state.buffer)
 
 
-def _freeze_bad(energy, state, member_rates, best, diverged, x_pos, config) -> None:
+def _freeze_bad(energy, state, member_rates, best, stop: EarlyStopping, x_pos, config) -> None:
     """After TrainingDiverged (raised before the optimiser step): flag and freeze the members
     whose energies on the batch or their buffer are non-finite or exploding; if none can be
     singled out, the member with the largest |E| on its buffer."""
     probe = x_pos if state.buffer is None else torch.cat([x_pos, state.buffer.storage])
-    bad = [g for g in _bad_members(energy, probe, config.run.max_energy)
-           if diverged[g] is None]
+    bad = [g for g in _bad_members(energy, probe, config.run.max_energy) if stop.active[g]]
     if not bad:
         e = member_energies(energy, probe).abs().nan_to_num(math.inf).amax(1)
-        for g in torch.argsort(e, descending=True).tolist():
-            if diverged[g] is None:
-                bad = [g]
-                break
-    step = state.step + 1
-    with torch.no_grad():
-        for g in bad:
-            diverged[g] = step
-            member_rates.freeze(g)
-            for p, b in zip(member_rates.params, best.params):
-                p[g] = b[g]
-            _refill(state.buffer, g, x_pos, state.generator)
+        bad = [next(g for g in torch.argsort(e, descending=True).tolist() if stop.active[g])]
+    for g in bad:
+        stop.flag(g, state.step + 1)
+        _retire(g, state, member_rates, best, x_pos)
     state.optimizer.zero_grad(set_to_none=True)
+
+
+def _retire(g: int, state, member_rates: MemberRates, best: list[Tensor], data: Tensor) -> None:
+    """Freeze member g at its best parameters (rate 0) with a fresh buffer block."""
+    member_rates.freeze(g)
+    with torch.no_grad():
+        for p, b in zip(member_rates.params, best):
+            p[g] = b[g]
+    _refill(state.buffer, g, data, state.generator)
 
 
 def _refill(buffer, g: int, data: Tensor, generator: torch.Generator) -> None:

@@ -48,12 +48,12 @@ class StudyConfig:
     out: str = "toy_problems/results/claims"
     quick: bool = False
     threads: int = 1
-    # seeds: final runs use seeds seed_offset … seed_offset + seeds − 1, tuning runs 0 … tune_seeds − 1
+    # final runs: seeds seed_offset … seed_offset + seeds − 1; tuning: 0 … tune_seeds − 1
     seeds: int = 10
     seed_offset: int = 100
     tune_seeds: int = 2
-    lr_grid: list[float] = field(default_factory=lambda: [3e-3, 1e-2, 3e-2])
-    l2_grid: list[float] = field(default_factory=lambda: [0.01, 0.1])
+    lr_grid: list[float] = field(default_factory=lambda: [1e-2, 3e-2, 1e-1])
+    l2_grid: list[float] = field(default_factory=lambda: [0.1, 0.5])
     # early stopping (toy_problems.fit.StopRule), the same for every method and for tuning
     eval_every: int = 100
     patience: int = 6
@@ -77,10 +77,10 @@ class StudyConfig:
     # quadrature: validation grid (coarse, during training) and final grid (fine)
     val_points_2d: int = 101
     val_points_1d: int = 801
-    grid_points_2d: int = 201
+    grid_points_2d: int = 121
     grid_points_1d: int = 2001
     grid_expand: int = 2
-    max_expand: int = 4
+    max_expand: int = 8
     leak_tol: float = 1e-3
     # C7 / C27: chains from noise and from test data, ULA eq. 1 at T = 1
     chain_lengths: list[int] = field(default_factory=lambda: [0, 10, 30, 100, 300, 1000])
@@ -153,6 +153,9 @@ class StudyConfig:
         lengths = self.chain_lengths
         if not lengths or lengths != sorted(lengths) or lengths[0] < 0:
             raise ValueError(f"chain_lengths: expected ascending non-negative, got {lengths}")
+        self._validate_targets_and_grids()
+
+    def _validate_targets_and_grids(self) -> None:
         for name in ("c7_targets", "c27_targets", "c16_targets", "c26_frozen_targets",
                      "c26_train_targets", "c28_targets"):
             for t in getattr(self, name):

@@ -43,9 +43,9 @@ def design(cfg: StudyConfig) -> list[str]:
          f"for {cfg.patience} evaluations (not before {cfg.min_updates} updates) or at "
          f"{cfg.cap} updates. Scoring: each member on its own (`ens.member(g)`), fine "
          f"quadrature ({cfg.grid_points_2d}² / {cfg.grid_points_1d} points per data box, on the "
-         f"box widened {cfg.grid_expand}×, then up to {cfg.max_expand}× until the mass beyond "
-         f"it is below {cfg.leak_tol:g} nats); a member that stays above is flagged *leak* and "
-         "not scored, non-finite energies flag it *diverged*."),
+         f"box widened {cfg.grid_expand}×, then doubled up to {cfg.max_expand}× until the mass "
+         f"beyond it is below {cfg.leak_tol:g} nats); a member that stays above is flagged "
+         "*leak* and not scored, non-finite energies flag it *diverged*."),
         "",
         (f"**Decisions.** `ebmref.verdict` only: per comparison an exact permutation test "
          f"(≤ 10 values per arm; sign flips when paired) or Welch's t, two-sided, the verdict "
@@ -71,8 +71,9 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
         (f"Machine: {env['processor']}, {env['cpus']} CPUs, torch {env['torch']}, "
          f"{env['threads']} thread(s). Wall time {timing['wall_s']:.0f} s, process CPU time "
          f"{timing['process_cpu_s']:.0f} s (training {timing['train_cpu_s']:.0f} s, probes "
-         f"{timing['probes_cpu_s']:.0f} s); 1-min load average {timing['load_average_1min_start']:.1f}"
-         f" at the start, {timing['load_average_1min_end']:.1f} at the end."),
+         f"{timing['probes_cpu_s']:.0f} s); 1-min load average "
+         f"{timing['load_average_1min_start']:.1f} at the start, "
+         f"{timing['load_average_1min_end']:.1f} at the end."),
         "",
         "## Summary of findings",
         "",
@@ -93,10 +94,10 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
             if any(name.startswith(k) for k in fig_keys):
                 lines += [f"![{name}]({name})", "", f"*Figure — {caption}*", ""]
     lines += ["## Training record (budget used per method)", "",
-              "Chosen setting, updates run and why training stopped, the update at which members "
-              "reached their best validation NLL, scored seeds (flags), test NLL gap "
-              "(test NLL − H(p_data) on the test points) and far-field mass, mean ± sd over "
-              "scored seeds.", "", jobs_table(jobs), "",
+              ("Chosen setting, updates run and why training stopped, the update at which "
+               "members reached their best validation NLL, scored seeds (flags), test NLL gap "
+               "(test NLL − H(p_data) on the test points) and far-field mass, mean ± sd over "
+               "scored seeds."), "", jobs_table(jobs), "",
               "Tuning: mean best validation NLL per setting (bold: chosen).", "",
               tuning_table(jobs), ""]
     grid_err = [j["val_grid_error"] for j in jobs.values() if j["val_grid_error"] is not None]
