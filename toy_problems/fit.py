@@ -76,59 +76,99 @@ class StopRule:
 
 
 class BlockSumEnergy(Energy):
-    """E(x) = Σ_b net_b(x[:, block_b]): one network per coordinate block (a factorised model,
-    p_θ = Π_b p_b, so log Z_θ = Σ_b log Z_b by low-dimensional quadratures). The nets may be
-    ensembles of the same member count."""
+    """E(x) = Σ_b E_b(x[:, block_b]): one network per coordinate block (a factorised model,
+    p_θ = Π_b p_b, so log Z_θ = Σ_b log Z_b by low-dimensional quadratures).
 
-    def __init__(self, nets: Sequence[Energy], blocks: Sequence[Sequence[int]]):
+    Blocks of one size share one :class:`StackedMLPEnergy` (``nets[i]`` serves the k_i blocks
+    ``groups[i]``; its member g·k_i + j is block j of seed g), so four 1-D blocks cost one
+    batched pass, not four. G = ``nets[i].n_members`` / k_i seeds."""
+
+    def __init__(self, nets: Sequence[StackedMLPEnergy], groups: Sequence[Sequence[Sequence[int]]]):
         super().__init__()
-        if len(nets) != len(blocks) or not nets:
-            raise ValueError("nets, blocks: need one net per block (at least one)")
-        if len({n.n_members for n in nets}) != 1:
-            raise ValueError("nets: all blocks must have the same member count")
-        flat = sorted(i for b in blocks for i in b)
-        if flat != list(range(len(flat))):
-            raise ValueError(f"blocks: must partition the coordinates 0..d−1, got {blocks}")
+        if len(nets) != len(groups) or not nets:
+            raise ValueError("nets, groups: need one net per group of blocks (at least one)")
+        self.groups = [[tuple(int(i) for i in b) for b in grp] for grp in groups]
+        counts = {n.n_members // len(grp) for n, grp in zip(nets, self.groups)}
+        if len(counts) != 1 or any(n.n_members % len(grp) for n, grp in zip(nets, self.groups)):
+            raise ValueError("nets: member counts must be G × (blocks in the group), one G")
+        flat = sorted(i for grp in self.groups for b in grp for i in b)
+        if flat != list(range(len(flat))) or any(len({len(b) for b in grp}) != 1
+                                                 for grp in self.groups):
+            raise ValueError(f"groups: blocks must partition the coordinates 0..d−1, equal "
+                             f"sizes within a group, got {groups}")
         self.nets = torch.nn.ModuleList(nets)
-        self.blocks = [tuple(int(i) for i in b) for b in blocks]
-        self.n_members = nets[0].n_members
+        self.n_members = counts.pop()
         self.event_shape = (len(flat),)
 
+    @property
+    def blocks(self) -> list[tuple[int, ...]]:
+        return [b for grp in self.groups for b in grp]
+
     def forward(self, x: Tensor) -> Tensor:
-        return sum(net(x[:, list(b)]) for net, b in zip(self.nets, self.blocks))
+        g = self.n_members
+        total = 0.0
+        for net, grp in zip(self.nets, self.groups):
+            k, size = len(grp), len(grp[0])
+            sel = x[:, [i for b in grp for i in b]].view(g, -1, k, size)
+            e = net(sel.permute(0, 2, 1, 3).reshape(-1, size))
+            total = total + e.view(g, k, -1).sum(1).reshape(-1)
+        return total
+
+    def block(self, b: int) -> StackedMLPEnergy:
+        """Block b (in :attr:`blocks` order) as a G-member ensemble of its own (a copy)."""
+        for net, grp in zip(self.nets, self.groups):
+            if b < len(grp):
+                k = len(grp)
+                return StackedMLPEnergy([net.member(g * k + b) for g in range(self.n_members)])
+            b -= len(grp)
+        raise ValueError(f"b: no block {b}")
+
+    def member(self, g: int) -> BlockSumEnergy:
+        nets = [StackedMLPEnergy([net.member(g * len(grp) + j) for j in range(len(grp))])
+                for net, grp in zip(self.nets, self.groups)]
+        return BlockSumEnergy(nets, self.groups)
 
 
 def make_ensemble(target: Target, seeds: Sequence[int], hidden: int, depth: int,
-                  dtype: torch.dtype = torch.float32) -> ConfinedEnergy:
+                  dtype: torch.dtype = torch.float32,
+                  hidden_1d: int | None = None) -> ConfinedEnergy:
     """G = len(seeds) Swish MLPs (member g initialised under ``torch.manual_seed(seeds[g])``)
     as one :class:`StackedMLPEnergy`, inside the fixed confinement ‖x‖²/(2R²); for a target
-    with ``blocks``, one such ensemble per block summed (:class:`BlockSumEnergy`)."""
+    with ``blocks``, one network per block (block b of seed s initialised under seed
+    s + 7919·b; one-coordinate blocks ``hidden_1d`` wide if given), blocks of equal size
+    stacked together (:class:`BlockSumEnergy`)."""
     if len(seeds) == 0:
         raise ValueError("seeds: need at least one seed")
-    blocks = target.blocks or (tuple(range(target.dim)),)
-    stacks = []
-    for b_index, block in enumerate(blocks):
+    if target.blocks is None:
         nets = []
         for s in seeds:
-            torch.manual_seed(int(s) + 7919 * b_index)
-            nets.append(MLPEnergy(len(block), hidden=hidden, depth=depth, activation="swish"))
+            torch.manual_seed(int(s))
+            nets.append(MLPEnergy(target.dim, hidden=hidden, depth=depth, activation="swish"))
+        return ConfinedEnergy(StackedMLPEnergy(nets), confinement_radius(target)).to(dtype)
+    sizes = list(dict.fromkeys(len(b) for b in target.blocks))
+    groups = [[b for b in target.blocks if len(b) == size] for size in sizes]
+    index = {b: i for i, b in enumerate(target.blocks)}
+    stacks = []
+    for grp in groups:
+        nets = []
+        for s in seeds:
+            for b in grp:
+                torch.manual_seed(int(s) + 7919 * index[b])
+                width = hidden_1d if (len(b) == 1 and hidden_1d) else hidden
+                nets.append(MLPEnergy(len(b), hidden=width, depth=depth, activation="swish"))
         stacks.append(StackedMLPEnergy(nets))
-    net = stacks[0] if target.blocks is None else BlockSumEnergy(stacks, blocks)
+    net = BlockSumEnergy(stacks, groups)
     return ConfinedEnergy(net, confinement_radius(target)).to(dtype)
 
 
 def member(energy: ConfinedEnergy, g: int) -> ConfinedEnergy:
     """Member g of an ensemble as a standalone energy (a copy)."""
-    net = energy.net
-    if isinstance(net, BlockSumEnergy):
-        return ConfinedEnergy(BlockSumEnergy([n.member(g) for n in net.nets], net.blocks),
-                              energy.radius)
-    return ConfinedEnergy(net.member(g), energy.radius)
+    return ConfinedEnergy(energy.net.member(g), energy.radius)
 
 
 def block_energy(energy: ConfinedEnergy, b: int) -> ConfinedEnergy:
-    """Block b of a factorised energy with its share of the confinement (same members)."""
-    return ConfinedEnergy(energy.net.nets[b], energy.radius)
+    """Block b of a factorised energy (all members) with its share of the confinement."""
+    return ConfinedEnergy(energy.net.block(b), energy.radius).to(next(energy.parameters()).dtype)
 
 
 def member_energies(energy, x: Tensor) -> Tensor:
@@ -170,7 +210,8 @@ class EnsembleGrid:
 
 class FactorisedGrid:
     """log Z of a :class:`BlockSumEnergy` ensemble: Σ_b log Z_b, one :class:`EnsembleGrid` per
-    block (the confinement ‖x‖²/(2R²) splits over the blocks too)."""
+    block, in :attr:`BlockSumEnergy.blocks` order (the confinement ‖x‖²/(2R²) splits over the
+    blocks too)."""
 
     def __init__(self, bounds: tuple[tuple[float, float], ...], blocks, n_points: Sequence[int]):
         self.blocks = [tuple(b) for b in blocks]
@@ -207,6 +248,13 @@ class MemberPenalty(torch.nn.Module):
         return e + sign * w * e * e
 
 
+def rows(p: Tensor, g: int, g_count: int) -> slice:
+    """Member g's rows of a stacked parameter: G·k rows, member g owns [g·k, (g+1)·k) (k = 1
+    for one network per member, k blocks for :class:`BlockSumEnergy`'s shared nets)."""
+    k = p.shape[0] // g_count
+    return slice(g * k, (g + 1) * k)
+
+
 class MemberRates:
     """Per-member learning rates for an ensemble trained with one Adam at lr = max(rates):
     after each step, member g's change of every stacked parameter is scaled by rates[g]/max
@@ -219,9 +267,9 @@ class MemberRates:
             raise ValueError(f"rates: expected non-negative learning rates, one positive, got "
                              f"{list(rates)}")
         for p in self.params:
-            if p.shape[0] != self.rates.shape[0]:
-                raise ValueError(f"params: leading dimension {p.shape[0]} is not the member "
-                                 f"count {self.rates.shape[0]}")
+            if p.shape[0] % self.rates.shape[0]:
+                raise ValueError(f"params: leading dimension {p.shape[0]} is not a multiple "
+                                 f"of the member count {self.rates.shape[0]}")
         self.max = float(self.rates.max())
         self._before: list[Tensor] = []
 
@@ -237,7 +285,9 @@ class MemberRates:
             return
         with torch.no_grad():
             for p, old in zip(self.params, self._before):
-                s = (self.rates / self.max).to(p.dtype).view(-1, *([1] * (p.ndim - 1)))
+                k = p.shape[0] // self.rates.shape[0]
+                s = (self.rates / self.max).to(p.dtype).repeat_interleave(k)
+                s = s.view(-1, *([1] * (p.ndim - 1)))
                 step = torch.where(s == 0, torch.zeros_like(p), (p - old) * s)
                 p.copy_(old + step)
 
@@ -312,11 +362,13 @@ class EarlyStopping:
         return None
 
 
-def _keep(best: list[Tensor], params: Sequence[Tensor], members: Sequence[int]) -> None:
+def _keep(best: list[Tensor], params: Sequence[Tensor], members: Sequence[int],
+          g_count: int) -> None:
     with torch.no_grad():
         for b, p in zip(best, params):
             for g in members:
-                b[g] = p.detach()[g]
+                r = rows(p, g, g_count)
+                b[r] = p.detach()[r]
 
 
 def fit(energy: ConfinedEnergy, train_x: Tensor, val_x: Tensor, config: TrainConfig,
@@ -362,7 +414,7 @@ def fit(energy: ConfinedEnergy, train_x: Tensor, val_x: Tensor, config: TrainCon
             val = grid.nll(energy, val_x).tolist()
             energy.train()
             was_active = stop.active
-            _keep(best, params, stop.observe(state.step, val))
+            _keep(best, params, stop.observe(state.step, val), g_count)
             for g, (before, now) in enumerate(zip(was_active, stop.active)):
                 if before and not now:  # a non-finite validation NLL: retire the member
                     _retire(g, state, member_rates, best, x_pos)
@@ -399,9 +451,11 @@ def _freeze_bad(energy, state, member_rates, best, stop: EarlyStopping, x_pos, c
 def _retire(g: int, state, member_rates: MemberRates, best: list[Tensor], data: Tensor) -> None:
     """Freeze member g at its best parameters (rate 0) with a fresh buffer block."""
     member_rates.freeze(g)
+    g_count = member_rates.rates.shape[0]
     with torch.no_grad():
         for p, b in zip(member_rates.params, best):
-            p[g] = b[g]
+            r = rows(p, g, g_count)
+            p[r] = b[r]
     _refill(state.buffer, g, data, state.generator)
 
 

@@ -118,7 +118,7 @@ def tune(method: str, target: Target, split: Split, cfg: StudyConfig) -> tuple[l
     settings = [(lr, l2) for lr in cfg.lr_grid for l2 in cfg.l2_grid]
     seeds = list(range(cfg.tune_seeds))
     energy = make_ensemble(target, [s for _ in settings for s in seeds], cfg.hidden, cfg.depth,
-                           getattr(torch, cfg.dtype))
+                           getattr(torch, cfg.dtype), cfg.hidden_1d)
     lrs = [lr for lr, _ in settings for _ in seeds]
     l2s = [l2 for _, l2 in settings for _ in seeds]
     res = fit(energy, split.train, split.val, train_config(method, target, cfg), stop_rule(cfg),
@@ -192,13 +192,20 @@ def _score_factorised(energy, target: Target, split: Split, cfg: StudyConfig):
     return rec, grids
 
 
-def train_job(method: str, target: Target, split: Split, cfg: StudyConfig) -> Trained:
-    """Tune, train the final seeds as one ensemble, and score every member."""
+def train_job(method: str, target: Target, split: Split, cfg: StudyConfig,
+              reuse: Trained | None = None) -> Trained:
+    """Tune (or take ``reuse``'s tuned setting), train the final seeds as one ensemble, and
+    score every member."""
     c0 = time.process_time()
-    table, chosen = tune(method, target, split, cfg)
+    if reuse is None:
+        table, chosen = tune(method, target, split, cfg)
+    else:
+        table = [{**r, "reused_from": reuse.target} for r in reuse.tuning]
+        chosen = {"lr": reuse.lr, "l2": reuse.l2}
     tune_cpu = time.process_time() - c0
     seeds = [cfg.seed_offset + g for g in range(cfg.seeds)]
-    energy = make_ensemble(target, seeds, cfg.hidden, cfg.depth, getattr(torch, cfg.dtype))
+    energy = make_ensemble(target, seeds, cfg.hidden, cfg.depth, getattr(torch, cfg.dtype),
+                           cfg.hidden_1d)
     tcfg = with_overrides(train_config(method, target, cfg),
                           {"optim.lr": chosen["lr"], "optim.l2": chosen["l2"]})
     res = fit(energy, split.train, split.val, tcfg, stop_rule(cfg), val_grid(target, cfg),
@@ -267,7 +274,16 @@ def run_study(cfg: StudyConfig, command: str) -> dict:
     stages: dict[str, float] = {}
     for m, t in cfg.jobs():
         print(f"[study] {m} on {t}", flush=True)
-        trained[(m, t)] = train_job(m, targets[t], splits[t], cfg)
+        cached = Path(cfg.cache) / f"{m}__{t}.pt" if cfg.cache else None
+        if cached is not None and cached.is_file():
+            trained[(m, t)] = torch.load(cached, weights_only=False)
+            continue
+        src = cfg.reuse_tuning.get(t)
+        trained[(m, t)] = train_job(m, targets[t], splits[t], cfg,
+                                    reuse=trained.get((m, src)) if src else None)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(trained[(m, t)], cached)
     stages["train_cpu_s"] = time.process_time() - c0
     c1 = time.process_time()
     values, details = study_probes.run_all(trained, targets, splits, cfg)

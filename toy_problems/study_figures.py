@@ -175,8 +175,9 @@ def c26(out: Path, cfg, trained, details) -> tuple[str, str]:
         ax.set_ylabel("binned KL[q‖p_θ] − floor (nats)")
     fig.tight_layout()
     name = _save(fig, out, "c26.png")
-    return name, ("C26. Left: from each seed's NLL model (frozen θ), one Adam step on the KL "
-                  "loss alone with each sign and the same sampled gradient; the exact change of "
+    return name, ("C26. Left: from each seed's NLL model (frozen θ), one gradient step of "
+                  f"length {cfg.kl_step:g}·‖θ‖ on the KL loss alone with each sign and the same "
+                  "sampled gradient; the exact change of "
                   f"KL[q‖p_θ], q = {cfg.n_steps} ULA steps from uniform noise propagated on a "
                   "grid (lines join a seed's two steps). Right: models trained with Du's "
                   "decoupled sampler (T = 1.25e-3) with each KL sign and without the KL loss; "

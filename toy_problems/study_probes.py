@@ -8,8 +8,9 @@
 * C16 (:func:`minima_probes`): p_θ mass beyond ``far_distance`` of the support (scored with the
   members) and the local minima of E found by capped gradient descent from a grid of starts;
   for the factorised 6-D target the minima of E = Σ_b E_b are the products of the blocks' minima.
-* C26 (:func:`frozen_kl_step`, :func:`negatives_kl`): one Adam step on the KL loss alone with
-  each sign from the same θ and the same sampled gradient; the exact change of KL[q ‖ p_θ], with
+* C26 (:func:`frozen_kl_step`, :func:`negatives_kl`): one small gradient step on the KL loss
+  alone with each sign from the same θ and the same sampled gradient; the exact change of
+  KL[q ‖ p_θ], with
   q = K_θ^t q₀ propagated on a grid (q₀ uniform on the data box, t = the training's sampler
   steps); and, for the Du-regime training runs, the binned KL of their negatives' law to p_θ.
 * C28 (:func:`funnel_probe`): Du's decoupled step at each temperature from uniform noise.
@@ -215,18 +216,22 @@ def factorised_far_mass(grids, target, distance: float) -> float:
     """P_θ(distance to the support > D) for a factorised model of ring8_hd: the support is the
     union of balls of radius r·s around means with zero extra coordinates, so the distance to
     the nearest mean is √(d₁₂² + S), S = Σⱼ xⱼ² over the extra coordinates. The law of S is the
-    convolution of the 1-D blocks' laws of xⱼ² (exact on their grids, binned at S_STEP)."""
-    law = np.ones(1)
+    convolution of the 1-D blocks' laws of xⱼ² (exact on their grids, binned at S_STEP to the
+    nearest bin; values beyond the largest threshold (D + r·s)² pooled in one last bin)."""
+    s_max = (distance + target.r_support * target.std) ** 2
+    top = math.ceil(s_max / S_STEP) + 1  # index of the pooled bin "S > s_max"
+    law = np.zeros(top + 1)
+    law[0] = 1.0
     for g in grids[1:]:
-        v = (g.points[:, 0] ** 2).numpy()
-        k = np.rint(v / S_STEP).astype(np.int64)  # nearest bin: unbiased to O(S_STEP²)
-        h = np.bincount(k, weights=g.mass.numpy(), minlength=k.max() + 1)
-        law = np.convolve(law, h)
+        k = np.minimum(np.rint((g.points[:, 0] ** 2).numpy() / S_STEP).astype(np.int64), top)
+        h = np.bincount(k, weights=g.mass.numpy(), minlength=top + 1)
+        conv = np.convolve(law, h)
+        law = np.concatenate([conv[:top], [conv[top:].sum()]])
     tail = np.concatenate([np.cumsum(law[::-1])[::-1], [0.0]])  # P(S ≥ k·S_STEP)
     g12 = grids[0]
     d12 = torch.cdist(g12.points, target.means[:, :2]).min(-1).values.numpy()
-    c = (distance + target.r_support * target.std) ** 2 - d12**2
-    idx = np.clip(np.rint(c / S_STEP) + 1, 0, len(tail) - 1).astype(np.int64)
+    c = s_max - d12**2
+    idx = np.clip(np.rint(c / S_STEP) + 1, 0, top).astype(np.int64)
     return float((g12.mass.numpy() * tail[idx]).sum())
 
 
@@ -248,9 +253,11 @@ def _kl_of(energy, q0: Tensor, bounds, n: int, cfg: StudyConfig) -> float:
     return P.kl_masses(q, P.grid_masses(energy, k.points))
 
 
-def frozen_kl_step(model, target, lr: float, cfg: StudyConfig, key) -> dict:
-    """KL[K_θ^t q₀ ‖ p_θ] before and after one Adam step (lr, fresh moments) on the KL loss
-    with each sign, from the same θ and the same sampled gradient (float64 copies)."""
+def frozen_kl_step(model, target, cfg: StudyConfig, key) -> dict:
+    """KL[K_θ^t q₀ ‖ p_θ] before and after one small gradient step on the KL loss alone with
+    each sign, θ' = θ ∓ s·g/‖g‖ with s = ``kl_step`` · ‖θ‖ (the first-order regime, where the
+    two signs' changes are opposite), from the same θ and the same sampled gradient g of the
+    du2020-sign loss (float64 copies)."""
     model = copy.deepcopy(model).double()
     bounds, n = _kernel_grid(target, cfg)
     from ebmref.analytic import grid as make_grid
@@ -275,13 +282,15 @@ def frozen_kl_step(model, target, lr: float, cfg: StudyConfig, key) -> dict:
     # θ reaches the loss only through x̃'s ∇ₓE: the output bias gets no gradient.
     grads = [torch.zeros_like(p) if gr is None else gr for p, gr in
              zip(params, torch.autograd.grad(loss, params, allow_unused=True))]
-    out = {"kl0": kl0}
-    for name, sign in (("du2020", 1.0), ("cd", -1.0)):
+    g_norm = torch.sqrt(sum((gr**2).sum() for gr in grads))
+    theta_norm = torch.sqrt(sum((p.detach() ** 2).sum() for p in params))
+    scale = float(cfg.kl_step * theta_norm / g_norm)
+    out = {"kl0": kl0, "step_norm": cfg.kl_step * float(theta_norm)}
+    for name, sign in (("du2020", -1.0), ("cd", 1.0)):  # du2020 descends its loss, cd ascends
         moved = copy.deepcopy(model)
-        opt = torch.optim.Adam(moved.parameters(), lr=lr, betas=(cfg.beta1, 0.999))
-        for p, gr in zip(moved.parameters(), grads):
-            p.grad = sign * gr.detach().clone()
-        opt.step()
+        with torch.no_grad():
+            for p, gr in zip(moved.parameters(), grads):
+                p.add_(sign * scale * gr)
         out[name] = _kl_of(moved, q0, bounds, n, cfg) - kl0
     return out
 
@@ -295,7 +304,7 @@ def c26_frozen(trained, targets, cfg: StudyConfig) -> dict:
             if rec["status"] != "ok":
                 rows.append(None)
                 continue
-            rows.append(frozen_kl_step(member(tr.energy, gi), targets[t], tr.lr, cfg, (t, gi)))
+            rows.append(frozen_kl_step(member(tr.energy, gi), targets[t], cfg, (t, gi)))
         out[t] = rows
     return out
 

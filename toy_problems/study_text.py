@@ -28,8 +28,12 @@ def design(cfg: StudyConfig) -> list[str]:
          f"{cfg.seed_offset} + g (its own initialisation, chain noise and buffer); **all members "
          "share the target's one draw of training data**, so the spread over seeds is the "
          "spread of training, not of data. ring8_hd (C16) is ring8 × N(0, 0.2²)⁴ in 6-D; its "
-         "models are factorised, E = MLP(x₁, x₂) + Σⱼ MLPⱼ(xⱼ), so its likelihood is exact "
-         "(one 2-D and four 1-D quadratures)."),
+         "models are factorised, E = MLP(x₁, x₂) + Σⱼ MLPⱼ(xⱼ) (the four one-coordinate "
+         f"networks {cfg.depth}×{cfg.hidden_1d}), so its likelihood is exact (one 2-D and four "
+         "1-D quadratures); the sampler still runs in 6-D, where CD's chains from the data "
+         "never visit most of the volume. "
+         + "; ".join(f"{t} takes each method's setting tuned on {src}"
+                     for t, src in cfg.reuse_tuning.items()) + "."),
         "",
         (f"**One procedure for every method.** Data: {cfg.n_train} training, {cfg.n_val} "
          f"validation, {cfg.n_test} test points per target. Tuning: every (lr, l2) in "
