@@ -72,6 +72,8 @@ class Trained:
     grids: list  # per-member fine grid (M.DensityGrid, or a list per block), None if not ok
     train_cpu_s: float = 0.0
     tune_cpu_s: float = 0.0
+    job_cpu_s: float = 0.0  # tuning + training + scoring, this job's process CPU time
+    job_wall_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -196,7 +198,7 @@ def train_job(method: str, target: Target, split: Split, cfg: StudyConfig,
               reuse: Trained | None = None) -> Trained:
     """Tune (or take ``reuse``'s tuned setting), train the final seeds as one ensemble, and
     score every member."""
-    c0 = time.process_time()
+    c0, w0 = time.process_time(), time.perf_counter()
     if reuse is None:
         table, chosen = tune(method, target, split, cfg)
     else:
@@ -221,7 +223,8 @@ def train_job(method: str, target: Target, split: Split, cfg: StudyConfig,
         members.append(rec)
         grids.append(grid)
     return Trained(method, target.name, energy, chosen["lr"], chosen["l2"], res, table,
-                   members, grids, train_cpu_s=res.train_cpu_s, tune_cpu_s=tune_cpu)
+                   members, grids, train_cpu_s=res.train_cpu_s, tune_cpu_s=tune_cpu,
+                   job_cpu_s=time.process_time() - c0, job_wall_s=time.perf_counter() - w0)
 
 
 def summary_of(tr: Trained) -> dict:
@@ -232,6 +235,7 @@ def summary_of(tr: Trained) -> dict:
             "updates": tr.fit.updates, "stopped": tr.fit.stopped,
             "best_step": tr.fit.best_step, "diverged": tr.fit.diverged,
             "train_cpu_s": tr.train_cpu_s, "tune_cpu_s": tr.tune_cpu_s,
+            "job_cpu_s": tr.job_cpu_s, "job_wall_s": tr.job_wall_s,
             "tuning": tr.tuning, "members": tr.members,
             "n_ok": len(ok), "mean_nll_gap": sum(gaps) / len(gaps) if gaps else None,
             "val_grid_error": max((abs(m["val_nll"] - m["val_nll_fine"]) for m in ok
@@ -271,25 +275,33 @@ def run_study(cfg: StudyConfig, command: str) -> dict:
     targets = {t: make_target(t) for _, t in cfg.jobs()}
     splits = {t: data_split(targets[t], cfg) for t in targets}
     trained: dict[tuple[str, str], Trained] = {}
-    stages: dict[str, float] = {}
+    from_cache = []
     for m, t in cfg.jobs():
-        print(f"[study] {m} on {t}", flush=True)
         cached = Path(cfg.cache) / f"{m}__{t}.pt" if cfg.cache else None
         if cached is not None and cached.is_file():
             trained[(m, t)] = torch.load(cached, weights_only=False)
+            from_cache.append(f"{m}/{t}")
             continue
+        print(f"[study] {m} on {t}", flush=True)
         src = cfg.reuse_tuning.get(t)
         trained[(m, t)] = train_job(m, targets[t], splits[t], cfg,
                                     reuse=trained.get((m, src)) if src else None)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
             torch.save(trained[(m, t)], cached)
-    stages["train_cpu_s"] = time.process_time() - c0
-    c1 = time.process_time()
+    c1, w1 = time.process_time(), time.perf_counter()
     values, details = study_probes.run_all(trained, targets, splits, cfg)
-    stages["probes_cpu_s"] = time.process_time() - c1
-    timing = {"wall_s": time.perf_counter() - t0, "process_cpu_s": time.process_time() - c0,
-              **stages, "load_average_1min_start": load_start,
+    # Jobs loaded from the cache count with the time they took when they were trained, so the
+    # totals are those of the whole study however many sessions it took.
+    jobs_cpu = sum(tr.job_cpu_s for tr in trained.values())
+    jobs_wall = sum(tr.job_wall_s for tr in trained.values())
+    probes_cpu, probes_wall = time.process_time() - c1, time.perf_counter() - w1
+    timing = {"train_cpu_s": jobs_cpu, "train_wall_s": jobs_wall,
+              "probes_cpu_s": probes_cpu, "probes_wall_s": probes_wall,
+              "process_cpu_s": jobs_cpu + probes_cpu, "wall_s": jobs_wall + probes_wall,
+              "this_session_wall_s": time.perf_counter() - t0,
+              "this_session_cpu_s": time.process_time() - c0, "jobs_from_cache": from_cache,
+              "load_average_1min_start": load_start,
               "load_average_1min_end": os.getloadavg()[0]}
     jobs = {f"{m}/{t}": summary_of(tr) for (m, t), tr in trained.items()}
     return study_report.write(out, cfg, command, regs, values, details, jobs, timing,

@@ -84,7 +84,7 @@ class StudyConfig:
     grid_points_2d: int = 121
     grid_points_1d: int = 2001
     grid_expand: int = 2
-    max_expand: int = 8
+    max_expand: int = 16
     leak_tol: float = 1e-3
     # C7 / C27: chains from noise and from test data, ULA eq. 1 at T = 1
     chain_lengths: list[int] = field(default_factory=lambda: [0, 10, 30, 100, 300, 1000])

@@ -135,6 +135,11 @@ def landscape(out: Path, cfg, trained, target, minima) -> tuple[str, str] | None
         _overlay_modes(ax, target)
         lo, hi = target.bounds[0]
         ax.add_patch(Rectangle((lo, lo), hi - lo, hi - lo, fill=False, ec="w", lw=1.2))
+        # One view for every panel: the box widened grid_expand times (a model whose box had
+        # to be widened further is cropped to it).
+        half = cfg.grid_expand * (hi - lo) / 2
+        ax.set_xlim((lo + hi) / 2 - half, (lo + hi) / 2 + half)
+        ax.set_ylim((lo + hi) / 2 - half, (lo + hi) / 2 + half)
         mins = (minima.get(f"{m}/{target.name}") or [None])[0] or []
         for mn in mins:
             ax.plot(*mn["x"][:2], "rx" if mn["off_support"] else "w.", ms=6 if

@@ -74,8 +74,11 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
          + (" — SMOKE RUN: tiny budgets, the numbers mean nothing." if cfg.quick else ".")),
         (f"Machine: {env['processor']}, {env['cpus']} CPUs, torch {env['torch']}, "
          f"{env['threads']} thread(s). Wall time {timing['wall_s']:.0f} s, process CPU time "
-         f"{timing['process_cpu_s']:.0f} s (training {timing['train_cpu_s']:.0f} s, probes "
-         f"{timing['probes_cpu_s']:.0f} s); 1-min load average "
+         f"{timing['process_cpu_s']:.0f} s (tuning, training and scoring "
+         f"{timing['train_cpu_s']:.0f} s, probes {timing['probes_cpu_s']:.0f} s)"
+         + (f", of which {len(timing['jobs_from_cache'])} job(s) were trained in an earlier "
+            "session and loaded from the cache (counted with their recorded times)"
+            if timing["jobs_from_cache"] else "") + "; 1-min load average "
          f"{timing['load_average_1min_start']:.1f} at the start, "
          f"{timing['load_average_1min_end']:.1f} at the end."),
         "",
