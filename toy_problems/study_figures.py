@@ -227,7 +227,7 @@ def c28(out: Path, cfg, details) -> tuple[str, str]:
                         for T in temps], color="tab:blue", lw=2.2, marker="o", label="chains")
         ax.plot(temps, [np.mean([r["by_t"][f"{T:g}"]["tempered_major"] for r in rows])
                         for T in temps], color="k", ls="--", marker="s", ms=4,
-                label="exact p_θ^{1/T}")
+                label="exact p_θ^(1/T)")
         ax.axhline(np.mean([r["model_weight"] for r in rows]), color="tab:orange", ls=":",
                    label="p_θ weight (T = 1)")
         ax.axvline(cfg.t_high, color="0.7", lw=0.8)
@@ -268,6 +268,8 @@ def chains_map(out: Path, cfg, trained, target, details) -> tuple[str, str] | No
             ax.set_xlim(lo, hi)
             ax.set_ylim(lo, hi)
             ax.set_aspect("equal")
+            ax.set_xlabel("x₁")
+            ax.set_ylabel("x₂")
             fig.colorbar(im, ax=ax, shrink=0.8, label="p_θ / max p_θ")
         else:
             x = g.points[:, 0].numpy()
@@ -279,6 +281,8 @@ def chains_map(out: Path, cfg, trained, target, details) -> tuple[str, str] | No
                     color="tab:green", label="from data")
             ax.plot(x, p, "k", lw=1.2, label="p_θ")
             ax.set_xlim(lo, hi)
+            ax.set_xlabel("x")
+            ax.set_ylabel("density")
         ax.set_title(f"{m} (seed {cfg.seed_offset})")
     axes[0, -1].legend(loc="upper left", bbox_to_anchor=(1.25 if target.dim == 2 else 1.02, 1),
                        markerscale=4)

@@ -413,8 +413,20 @@ def assemble(trained, details, cfg: StudyConfig) -> dict:
             a = _arm(trained, r.a, r.target, r.metric)
             b = [v + r.shift if v is not None else None
                  for v in _arm(trained, r.b, r.target, r.metric)]
-        values[(r.experiment, r.name)] = {"a": a, "b": b}
+        values[(r.experiment, r.name)] = _finite(a, b)
     return values
+
+
+def _finite(a: list, b: list) -> dict:
+    """The two arms with non-finite values replaced by None (excluded), and which they were:
+    a probe that returns NaN for a scored model is reported, not decided on."""
+    bad = {"a": [i for i, v in enumerate(a) if v is not None and not math.isfinite(v)],
+           "b": [i for i, v in enumerate(b) if v is not None and not math.isfinite(v)]}
+    clean = {k: [None if (v is not None and not math.isfinite(v)) else v for v in arm]
+             for k, arm in (("a", a), ("b", b))}
+    if bad["a"] or bad["b"]:
+        print(f"[study] non-finite values excluded: {bad}", flush=True)
+    return {**clean, "nonfinite": bad}
 
 
 def _collapse(rows, t_hi: str, t_lo: str) -> list[float | None]:

@@ -81,6 +81,17 @@ def summary_lines(fams: dict, cfg: StudyConfig) -> list[str]:
     return lines
 
 
+def exclusions(fam_name: str, values: dict) -> list[str]:
+    """Seeds left out of a family's comparisons for a non-finite probe value."""
+    out = []
+    for (e, n), v in values.items():
+        bad = v.get("nonfinite", {})
+        if e == fam_name and (bad.get("a") or bad.get("b")):
+            out.append(f"- {n}: non-finite value excluded at seed index(es) a {bad['a']}, "
+                       f"b {bad['b']}")
+    return out
+
+
 def rows_table(fam: dict) -> str:
     head = ("| comparison | n | effect Δ | 95 % CI | p (raw) | p_Holm (m) | verdict | MDE |\n"
             "| --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -172,7 +183,8 @@ def write(out: Path, cfg: StudyConfig, command: str, regs, values, details, jobs
     (out / "metrics.json").write_text(json.dumps(_json_safe(metrics), indent=1) + "\n")
     from toy_problems.study_text import report_markdown
 
+    excluded = {e: exclusions(e, values) for e in fams}
     (out / "report.md").write_text(report_markdown(cfg, command, fams, c28, jobs, timing, env,
-                                                   figs, details, summary_lines(fams, cfg),
+                                                   figs, excluded, summary_lines(fams, cfg),
                                                    rows_table, jobs_table, tuning_table))
     return metrics

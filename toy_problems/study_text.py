@@ -66,7 +66,7 @@ def design(cfg: StudyConfig) -> list[str]:
 
 
 def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env, figs,
-                    details, summary, rows_table, jobs_table, tuning_table) -> str:
+                    excluded, summary, rows_table, jobs_table, tuning_table) -> str:
     lines = [
         "# Toy claims study: converged, tuned models and pre-registered verdicts",
         "",
@@ -76,8 +76,9 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
          f"{env['threads']} thread(s). Wall time {timing['wall_s']:.0f} s, process CPU time "
          f"{timing['process_cpu_s']:.0f} s (tuning, training and scoring "
          f"{timing['train_cpu_s']:.0f} s, probes {timing['probes_cpu_s']:.0f} s)"
-         + (f", of which {len(timing['jobs_from_cache'])} job(s) were trained in an earlier "
-            "session and loaded from the cache (counted with their recorded times)"
+         + (f"; {len(timing['jobs_from_cache'])} job(s) were trained in an earlier session and "
+            "loaded from the cache: counted with their recorded times, which include a scoring "
+            f"pass that was redone here ({timing['rescore_cpu_s']:.0f} s CPU, also counted)"
             if timing["jobs_from_cache"] else "") + "; 1-min load average "
          f"{timing['load_average_1min_start']:.1f} at the start, "
          f"{timing['load_average_1min_end']:.1f} at the end."),
@@ -97,6 +98,8 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
             if e in fams:
                 lines += [f"**{e}** (m = {len(fams[e])} comparisons, Holm within this family)",
                           "", rows_table(fams[e]), ""]
+                if excluded.get(e):
+                    lines += ["Excluded values:", "", *excluded[e], ""]
         for name, caption in fig_by_name.items():
             if any(name.startswith(k) for k in fig_keys):
                 lines += [f"![{name}]({name})", "", f"*Figure — {caption}*", ""]

@@ -66,6 +66,24 @@ def test_quadrature_log_z_matches_mixture_log_partition():
     # What is still missing (a 4.4 s tail) is what ``leak`` reports.
     assert wide.n_points == 401 and wide.leak < 1e-5
     assert abs(exact - wide.log_z - wide.leak) < 1e-8
+    # Sharp features inside the box are not "mass beyond it": the leak compares two boxes at
+    # the same spacing, so the quadrature error of a square with 0.01-wide walls (Simpson's
+    # fine-vs-coarse difference 0.05 nats) cancels; comparing against a coarser wide grid
+    # reported such errors as leaks.
+    sharp = M.density_grid(_SteepSquare(), ((-3.0, 3.0), (-3.0, 3.0)), 61, 2)
+    assert sharp.log_z_error > 0.01 and abs(sharp.leak) < 1e-10
+
+
+class _SteepSquare(nn.Module):
+    """E = 8·sigmoid((‖x‖_∞ − 1.03)/0.01) + ‖x‖²/2: a plateau with near-vertical walls."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x):
+        return (8 * torch.sigmoid((x.abs().max(-1).values - 1.03) / 0.01)
+                + 0.5 * (x * x).sum(-1))
 
 
 @pytest.mark.stochastic(alpha=ALPHA)
@@ -321,6 +339,10 @@ def test_a_model_with_mass_outside_the_box_is_flagged_not_scored():
     vals = {("X", "leaky arm"): {"a": [0.1, 0.2, None, 0.15], "b": [0.1, 0.1, 0.12, 0.11]}}
     c = decide([reg], vals, StudyConfig())["X"]["leaky arm"]
     assert (c.n_a, c.n_b) == (3, 4)
+    # A probe value that comes out non-finite is excluded the same way, and recorded.
+    clean = SP._finite([0.1, math.nan, None, 0.2], [0.3, 0.2, math.inf, 0.1])
+    assert clean["a"] == [0.1, None, None, 0.2] and clean["b"] == [0.3, 0.2, None, 0.1]
+    assert clean["nonfinite"] == {"a": [1], "b": [2]}
 
 
 def test_nan_energies_mark_the_model_diverged():
