@@ -105,9 +105,8 @@ class StudyConfig:
     far_distance: float = 0.5
     descent_points_2d: int = 31
     descent_points_1d: int = 121
-    descent_steps: int = 1500
-    descent_step: float = 0.02
-    descent_grad_tol: float = 1e-2
+    descent_steps: int = 400
+    minimum_radius: float = 0.05  # an end point is a minimum if E rises in every probe direction
     merge_radius: float = 0.1
     # C26: frozen-θ step test (exact laws on a grid) and training in Du's regime
     c26_frozen_targets: list[str] = field(default_factory=lambda: ["bimodal_1d", "ring8"])
@@ -146,7 +145,7 @@ class StudyConfig:
                 raise ValueError(f"{name}: must not be empty")
             for v in values:
                 check_positive(v, name)
-        for name in ("kl_step", "step_size", "far_distance", "descent_step", "descent_grad_tol",
+        for name in ("kl_step", "step_size", "far_distance", "minimum_radius",
                      "merge_radius", "kernel_spacing_2d", "kernel_spacing_1d", "leak_tol",
                      "t_high"):
             check_positive(getattr(self, name), name)

@@ -113,8 +113,10 @@ def c16_far(out: Path, cfg, trained) -> tuple[str, str]:
     return name, (f"C16. Per seed (points; bar = mean): p_θ mass farther than "
                   f"{cfg.far_distance:g} from the data's support (exact quadrature; for ring8_hd "
                   "the exact factorised law), the number of local minima of E farther than that "
-                  "from the support (capped gradient descent from a grid of starts over the box "
-                  f"widened {cfg.grid_expand}×), and the mass outside the data box. "
+                  f"from the support (steepest descent with a line search from a grid of "
+                  f"{cfg.descent_points_2d}² starts over the box widened {cfg.grid_expand}×; an "
+                  f"end point counts if E rises in every probe direction at radius "
+                  f"{cfg.minimum_radius:g}), and the mass outside the data box. "
                   "Mass axes are symmetric-log (linear below 1e-4).")
 
 

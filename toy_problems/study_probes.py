@@ -6,7 +6,8 @@
   at each chain length); the same starts and noise on the true energy as a control. The
   *excess TV* subtracts the TV of as many exact draws of p_θ (the sampling floor).
 * C16 (:func:`minima_probes`): p_θ mass beyond ``far_distance`` of the support (scored with the
-  members) and the local minima of E found by capped gradient descent from a grid of starts;
+  members) and the local minima of E found by steepest descent (line search) from a grid of
+  starts, each checked to be a minimum at ``minimum_radius``;
   for the factorised 6-D target the minima of E = Σ_b E_b are the products of the blocks' minima.
 * C26 (:func:`frozen_kl_step`, :func:`negatives_kl`): one small gradient step on the KL loss
   alone with each sign from the same θ and the same sampled gradient; the exact change of
@@ -143,7 +144,8 @@ def _descent_minima(energy, box, n_points: int, cfg: StudyConfig, off_support):
     pts, _ = make_grid(box, n_points)
     g_count = energy.n_members
     x0 = pts.to(_dtype(energy)).repeat(g_count, 1)
-    x_end, gnorm = P.descend(energy, x0, cfg.descent_step, cfg.descent_steps)
+    x_end = P.descend(energy, x0, cfg.descent_steps)
+    at_min = P.is_local_minimum(energy, x_end, cfg.minimum_radius)
     with torch.no_grad():
         e_end = energy(x_end).to(torch.float64).view(g_count, -1)
         e0 = energy(x0).to(torch.float64).view(g_count, -1)
@@ -151,8 +153,8 @@ def _descent_minima(energy, box, n_points: int, cfg: StudyConfig, off_support):
     for i in range(g_count):
         blk = slice(i * len(pts), (i + 1) * len(pts))
         mass = torch.softmax(-e0[i], 0)
-        out.append(P.local_minima(x_end[blk], gnorm[blk], e_end[i], mass, off_support,
-                                  grad_tol=cfg.descent_grad_tol, merge_radius=cfg.merge_radius))
+        out.append(P.local_minima(x_end[blk], at_min[blk], e_end[i], mass, off_support,
+                                  merge_radius=cfg.merge_radius))
     return out
 
 

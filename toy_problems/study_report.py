@@ -66,12 +66,26 @@ def short(c) -> str:
     return f"{c.verdict} (Δ = {V._num(c.effect)}{ci}, p_Holm = {V._p(c.p_adjusted)})"
 
 
+def counts(rows) -> str:
+    """'k verified, j refuted, …' over a claim's comparisons (the rows' own verdicts)."""
+    tally: dict[str, int] = {}
+    for c in rows:
+        tally[c.verdict] = tally.get(c.verdict, 0) + 1
+    return ", ".join(f"{n} {v}" for v, n in sorted(tally.items(), key=lambda kv: -kv[1]))
+
+
 def summary_lines(fams: dict, cfg: StudyConfig) -> list[str]:
     lines = []
     for claim, exps in (("C7", ("C7",)), ("C16", ("C16",)),
                         ("C26", ("C26 frozen", "C26 training")), ("C27", ("C27",))):
+        rows = [c for e in exps for c in fams.get(e, {}).values()]
         parts = [f"{name}: {short(c)}" for e in exps for name, c in fams.get(e, {}).items()]
-        lines.append(f"- **{claim}** — {CLAIM_TITLES[claim]}. " + "; ".join(parts) + ".")
+        extra = ""
+        if claim == "C7" and "C7 control" in fams:
+            extra = (" Control, the same chains on the true energy: " + "; ".join(
+                f"{name}: {short(c)}" for name, c in fams["C7 control"].items()) + ".")
+        lines.append(f"- **{claim}** — {CLAIM_TITLES[claim]}. Of {len(rows)} comparisons: "
+                     f"{counts(rows)}. " + "; ".join(parts) + "." + extra)
     c28 = c28_claim(fams, cfg)
     if c28 is not None:
         parts = [f"{name}: {short(c)}" for name, c in fams["C28"].items()]
@@ -131,8 +145,15 @@ def jobs_table(jobs: dict) -> str:
         flags += [f"{m['seed']}: diverged at {m['diverged_at']}" for m in j["members"]
                   if m.get("diverged_at") is not None]
         scored = f"{len(ok)}/{len(j['members'])}" + (f" ({'; '.join(flags)})" if flags else "")
+        lrs = {r["lr"] for r in j["tuning"]}
+        l2s = {r["l2"] for r in j["tuning"]}
+
+        def edge(v, grid):
+            return f"{v:g}" + (" (edge)" if len(grid) > 1 and v in (min(grid), max(grid)) else "")
+
         out.append(
-            f"| {key} | {j['lr']:g} | {j['l2']:g} | {j['updates']} ({j['stopped']}) | "
+            f"| {key} | {edge(j['lr'], lrs)} | {edge(j['l2'], l2s)} | {j['updates']} "
+            f"({j['stopped']}) | "
             f"{statistics.median(steps):.0f} [{min(steps)}, {max(steps)}] | {scored} | "
             f"{_fmt([m.get('nll_gap') for m in ok])} | {_fmt([m.get('far_mass') for m in ok], 4)} "
             f"| {j['tune_cpu_s']:.0f} + {j['train_cpu_s']:.0f} |")

@@ -104,7 +104,8 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
             if any(name.startswith(k) for k in fig_keys):
                 lines += [f"![{name}]({name})", "", f"*Figure — {caption}*", ""]
     lines += ["## Training record (budget used per method)", "",
-              ("Chosen setting, updates run and why training stopped, the update at which "
+              ("Chosen setting ('edge': at the end of its grid), updates run and why training "
+               "stopped, the update at which "
                "members reached their best validation NLL, scored seeds (flags), test NLL gap "
                "(test NLL − H(p_data) on the test points) and far-field mass, mean ± sd over "
                "scored seeds."), "", jobs_table(jobs), "",

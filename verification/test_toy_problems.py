@@ -520,6 +520,12 @@ def test_descent_finds_the_planted_spurious_minimum_and_none_on_a_clean_energy()
         assert unconverged == 0.0
         assert sum(m.basin_mass for m in minima) == pytest.approx(1.0)
     assert spurious[0].x == pytest.approx([0.0, 4.0], abs=0.02)
+    # The minimum test rejects the saddle between the two modes and points on a slope.
+    xs = torch.linspace(-1.9, 1.9, 3801, dtype=torch.float64)
+    pts = torch.stack([xs, torch.zeros_like(xs)], -1)
+    saddle = pts[int(torch.argmax(target.mixture(pts)))][None]
+    probe = torch.cat([saddle, torch.tensor([[2.0, 0.0], [0.5, 1.0]], dtype=torch.float64)])
+    assert P.is_local_minimum(target.mixture, probe, 0.05).tolist() == [False, True, False]
     assert M.density_grid(planted, box, 201).mass[
         target.distance_to_support(M.density_grid(planted, box, 201).points)
         > cfg.far_distance].sum() == pytest.approx(0.05, abs=2e-3)
