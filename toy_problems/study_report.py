@@ -95,6 +95,20 @@ def summary_lines(fams: dict, cfg: StudyConfig) -> list[str]:
     return lines
 
 
+def predictions(regs: list[Registered]) -> dict[str, list[str]]:
+    """Per experiment, what each registered comparison predicts (a vs b, metric, margin)."""
+    out: dict[str, list[str]] = {}
+    for r in regs:
+        op = ">" if r.direction == "greater" else "<"
+        rhs = r.b if r.b != "margin" else "0"
+        if r.shift:
+            rhs += f" {'+' if r.shift > 0 else '−'} {abs(r.shift):g}"
+        line = f"{r.metric}: {r.a} {op} {rhs}" + (f" — {r.meaning}" if r.meaning else "")
+        if line not in out.setdefault(r.experiment, []):
+            out[r.experiment].append(line)
+    return out
+
+
 def exclusions(fam_name: str, values: dict) -> list[str]:
     """Seeds left out of a family's comparisons for a non-finite probe value."""
     out = []
@@ -205,7 +219,8 @@ def write(out: Path, cfg: StudyConfig, command: str, regs, values, details, jobs
     from toy_problems.study_text import report_markdown
 
     excluded = {e: exclusions(e, values) for e in fams}
+    extra = {"excluded": excluded, "predictions": predictions(regs), "details": details}
     (out / "report.md").write_text(report_markdown(cfg, command, fams, c28, jobs, timing, env,
-                                                   figs, excluded, summary_lines(fams, cfg),
+                                                   figs, extra, summary_lines(fams, cfg),
                                                    rows_table, jobs_table, tuning_table))
     return metrics

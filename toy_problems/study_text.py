@@ -65,8 +65,40 @@ def design(cfg: StudyConfig) -> list[str]:
     ]
 
 
+def c7_table(cfg: StudyConfig, details: dict) -> list[str]:
+    """Mean TV to the exact law by chain length: models and control, per target."""
+    head = "| target | " + " | ".join(f"{n} steps" for n in cfg.chain_lengths) + " |"
+    out = [head, "|" + " --- |" * (len(cfg.chain_lengths) + 1)]
+    for t in cfg.c7_targets:
+        for name, rows in (("NLL model vs p_θ", details["chains"]["models"][f"nll/{t}"]["members"]),
+                           ("true energy vs p_data", details["chains"]["control"][t]["members"])):
+            curves = [r["tv_noise"] for r in rows if r.get("tv_noise") is not None]
+            floors = [r["floor"] for r in rows if r.get("floor") is not None]
+            if curves:
+                means = [sum(c[i] for c in curves) / len(curves)
+                         for i in range(len(cfg.chain_lengths))]
+                out.append(f"| {t}: {name} (floor {sum(floors) / len(floors):.3f}) | "
+                           + " | ".join(f"{v:.3f}" for v in means) + " |")
+    return out
+
+
+def c28_table(cfg: StudyConfig, details: dict) -> list[str]:
+    out = [("| target | T | in-mode chains in p_θ's heavier mode | exact p_θ^(1/T) | chains "
+            "in a mode |"), "| --- | --- | --- | --- | --- |"]
+    for t in cfg.c28_targets:
+        rows = [r for r in details["funnel"][t] if r is not None]
+        for temp in cfg.temperatures:
+            k = f"{temp:g}"
+            vals = [r["by_t"][k] for r in rows]
+            out.append(f"| {t} | {k} | {sum(v['frac_major'] for v in vals) / len(vals):.3f} | "
+                       f"{sum(v['tempered_major'] for v in vals) / len(vals):.3f} | "
+                       f"{sum(v['frac_in_modes'] for v in vals) / len(vals):.3f} |")
+    return out
+
+
 def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env, figs,
-                    excluded, summary, rows_table, jobs_table, tuning_table) -> str:
+                    extra, summary, rows_table, jobs_table, tuning_table) -> str:
+    excluded, details = extra["excluded"], extra["details"]
     lines = [
         "# Toy claims study: converged, tuned models and pre-registered verdicts",
         "",
@@ -96,10 +128,17 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
             lines += [f"Claim-level reading (`ebmref.verdict.qualified`): **{c28.line()}**", ""]
         for e in exps:
             if e in fams:
-                lines += [f"**{e}** (m = {len(fams[e])} comparisons, Holm within this family)",
-                          "", rows_table(fams[e]), ""]
+                lines += [f"**{e}** (m = {len(fams[e])} comparisons, Holm within this family). "
+                          "Registered prediction(s): " + "; ".join(
+                              extra["predictions"].get(e, [])) + ".", "",
+                          rows_table(fams[e]), ""]
                 if excluded.get(e):
                     lines += ["Excluded values:", "", *excluded[e], ""]
+        if claim == "C7":
+            lines += [("Mean TV to the exact law by chain length (each seed's own floor is the "
+                       "TV of as many exact draws):"), "", *c7_table(cfg, details), ""]
+        if claim == "C28":
+            lines += ["Means over seeds by temperature:", "", *c28_table(cfg, details), ""]
         for name, caption in fig_by_name.items():
             if any(name.startswith(k) for k in fig_keys):
                 lines += [f"![{name}]({name})", "", f"*Figure — {caption}*", ""]
