@@ -104,6 +104,7 @@ def c16_far(out: Path, cfg, trained) -> tuple[str, str]:
             ax.set_xticks(range(len(methods)), methods)
             if key != "n_spurious":
                 ax.set_yscale("symlog", linthresh=1e-4)
+            ax.set_ylim(bottom=0)
             if j == 0:
                 ax.set_ylabel(label)
             if i == 0:

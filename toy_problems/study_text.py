@@ -96,6 +96,20 @@ def c28_table(cfg: StudyConfig, details: dict) -> list[str]:
     return out
 
 
+def edge_note(jobs: dict) -> list[str]:
+    """How many chosen settings sit at an end of their grid (the optimum may lie beyond)."""
+    tuned = [j for j in jobs.values() if not any("reused_from" in r for r in j["tuning"])]
+    if not tuned:
+        return []
+    notes = []
+    for key in ("lr", "l2"):
+        grid = {r[key] for r in tuned[0]["tuning"]}
+        at_edge = sum(1 for j in tuned if len(grid) > 1 and j[key] in (min(grid), max(grid)))
+        notes.append(f"{key}: {at_edge} of {len(tuned)}")
+    return [("Chosen settings at an end of their grid (the optimum may lie beyond it; a wider "
+             "grid did not fit the time budget): " + "; ".join(notes) + "."), ""]
+
+
 def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env, figs,
                     extra, summary, rows_table, jobs_table, tuning_table) -> str:
     excluded, details = extra["excluded"], extra["details"]
@@ -150,6 +164,7 @@ def report_markdown(cfg: StudyConfig, command: str, fams, c28, jobs, timing, env
                "scored seeds."), "", jobs_table(jobs), "",
               "Tuning: mean best validation NLL per setting (bold: chosen).", "",
               tuning_table(jobs), ""]
+    lines += edge_note(jobs)
     grid_err = [j["val_grid_error"] for j in jobs.values() if j["val_grid_error"] is not None]
     if grid_err:
         lines += [(f"The coarse validation grid against the fine one: |validation NLL "
