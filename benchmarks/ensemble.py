@@ -14,11 +14,10 @@ stacked MLPs inside ``ConfinedEnergy`` on ring8's box, the step rescaled per mem
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 from benchmarks._common import fmt, interleaved_medians, machine_info, markdown_table
+from ebmref.cli import ArgumentParser
 from ebmref.config import TrainConfig, with_overrides
 from ebmref.ensemble import EnsembleEnergy, StackedMLPEnergy
 from ebmref.nets import MLPEnergy
@@ -57,8 +56,8 @@ def _study_step(state: TrainState, x, rates: MemberRates, model: MemberPenalty):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.ensemble",
-                                description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.ensemble",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--members", type=int, default=10, help="G, the seeds in the ensemble")
     p.add_argument("--repeats", type=int, default=20, help="interleaved timing rounds")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")

@@ -17,7 +17,6 @@ that autograd holds for the backward pass just before ``backward()`` (recorded w
 
 from __future__ import annotations
 
-import argparse
 import gc
 import time
 import weakref
@@ -25,6 +24,7 @@ import weakref
 import torch
 
 from benchmarks._common import fmt, machine_info, markdown_table, sync
+from ebmref.cli import ArgumentParser
 from ebmref.config import KLConfig, SamplerConfig
 from ebmref.negatives import sample_negatives
 from ebmref.nets import IGEBMEnergy, MLPEnergy
@@ -92,7 +92,8 @@ def one(energy, x0, n_steps, k, step, noise, device):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.kl_memory",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--model", choices=["igebm", "mlp"], default="igebm",
                    help="IGEBM CNN on 28×28 images (Du's sampler) or a 2-D MLP (eq. 1)")
     p.add_argument("--chains", type=int, default=32, help="differentiated chains (Du: 32)")

@@ -10,11 +10,12 @@ through the load average at start.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import subprocess
 import sys
 from pathlib import Path
+
+from ebmref.cli import ArgumentParser
 
 HERE = Path(__file__).resolve().parent
 
@@ -29,8 +30,8 @@ def run(module: str, args: list[str]) -> str:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.run_all",
-                                description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.run_all",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, no test-suite timing")
     p.add_argument("--out", default=str(HERE / "results.md"), help="the markdown file written")
     p.add_argument("--skip-suite", action="store_true", help="do not time the test suite")

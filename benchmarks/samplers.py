@@ -25,12 +25,12 @@ chains·steps per second. torchebm lives only in the benchmark environment
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
 
 from benchmarks._common import fmt, interleaved_medians, machine_info, markdown_table
+from ebmref.cli import ArgumentParser
 from ebmref.energy import Energy, Gaussian, GaussianMixture
 from ebmref.samplers import langevin, mala
 
@@ -155,7 +155,8 @@ def bench(energy_name, chains, n_steps, repeats, dtype, use_torchebm, clock_kind
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.samplers",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--chains", type=int, nargs="+", default=[1_000, 10_000, 100_000],
                    help="numbers of parallel chains")
     p.add_argument("--work", type=float, default=1e6,

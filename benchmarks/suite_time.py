@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 import shlex
 import subprocess
@@ -15,13 +14,14 @@ import time
 from pathlib import Path
 
 from benchmarks._common import machine_info, markdown_table
+from ebmref.cli import ArgumentParser
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.suite_time",
-                                description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.suite_time",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--pytest-args", default="", help="extra pytest arguments, one quoted string")
     args = p.parse_args(argv)
     extra = shlex.split(args.pytest_args)

@@ -14,12 +14,12 @@ warm-up round, not timed).
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
 
 from benchmarks._common import fmt, interleaved_medians, machine_info, markdown_table
+from ebmref.cli import ArgumentParser
 from ebmref.config import TrainConfig, with_overrides
 from ebmref.nets import IGEBMEnergy
 from ebmref.training import TrainState, train_step
@@ -67,8 +67,8 @@ def tutorial_iteration(model, opt, store, x_pos, g):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m benchmarks.train_step",
-                                description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m benchmarks.train_step",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                    help="cpu or cuda (default: cuda when available)")
     p.add_argument("--batch", type=int, default=None, help="128 on GPU, 16 on CPU")

@@ -21,6 +21,7 @@ uint8: a uint8 buffer, as in Du et al. (2020)'s code, wraps MNIST values around)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -39,6 +40,9 @@ class UniformNoise:
 
     def __init__(self, event_shape: tuple[int, ...], low: float = 0.0, high: float = 1.0,
                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+        for name, v in (("low", low), ("high", high)):
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                raise ValueError(f"{name}: must be a finite number, got {v!r}")
         if not low < high:
             raise ValueError(f"low, high: need low < high, got low={low!r}, high={high!r}")
         self.event_shape = tuple(event_shape)
@@ -174,11 +178,15 @@ class ReplayBuffer:
                                         device=self.device))
         return self.storage[idx].clone()
 
-    def push(self, x: Tensor, generator: torch.Generator | None = None) -> None:
+    def push(self, x: Tensor, generator: torch.Generator | None = None, *,
+             check_finite: bool = True) -> None:
         """Write chain ends back: FIFO overwrites the oldest slots; reservoir keeps the i-th
-        state ever written with probability capacity / i (uniform over history)."""
+        state ever written with probability capacity / i (uniform over history). Non-finite
+        states raise ValueError unless ``check_finite=False``."""
         if self.storage is None:
             raise ValueError("push: the buffer is empty; call sample() first")
+        if check_finite and not bool(torch.isfinite(x).all()):
+            raise ValueError("x: chain ends to push must be finite (no NaN or inf)")
         x = x.detach().to(device=self.device, dtype=self.storage.dtype)
         if tuple(x.shape[1:]) != tuple(self.storage.shape[1:]):
             raise ValueError(f"x: expected shape (n, {tuple(self.storage.shape[1:])}), "
@@ -192,7 +200,7 @@ class ReplayBuffer:
         else:
             g = generator if generator is not None else self._gen
             # The i-th state ever written (count c) goes to slot j ~ U{0..c−1} if j < capacity.
-            counts = self.n_seen + 1 + torch.arange(n, device=self.device, dtype=torch.float64)
+            counts = self._reservoir_counts(n)
             u = torch.rand(x.shape[0], generator=g, device=self.device, dtype=torch.float64)
             j = (u * counts.repeat(self.n_members)).long().tolist()  # one host sync per push
             winner = {}
@@ -204,6 +212,11 @@ class ReplayBuffer:
                 rows = torch.tensor(list(winner.values()), device=self.device)
                 self.storage[slots] = x[rows]
         self.n_seen += n
+
+    def _reservoir_counts(self, n: int) -> Tensor:
+        """The counts c = n_seen + 1, …, n_seen + n of the next n states ever written; the state
+        with count c is kept with probability capacity / c."""
+        return self.n_seen + 1 + torch.arange(n, device=self.device, dtype=torch.float64)
 
     # -- persistence ----------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -225,6 +238,11 @@ class ReplayBuffer:
                 raise ValueError(f"buffer state: {key} is {state.get(key)!r} in the saved state "
                                  f"but {mine!r} in this buffer")
         storage = state["storage"]
+        rows = self.capacity * self.n_members
+        if storage is not None and (not isinstance(storage, Tensor) or storage.ndim < 2
+                                    or storage.shape[0] != rows):
+            raise ValueError(f"buffer state: storage must hold {rows} states (N, ...), got "
+                             f"{getattr(storage, 'shape', type(storage).__name__)}")
         self.storage = None if storage is None else storage.to(self.device).clone()
         self.ptr = int(state["ptr"])
         self.n_seen = int(state["n_seen"])

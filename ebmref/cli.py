@@ -14,14 +14,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ebmref.checkpoint import CheckpointError
 from ebmref.config import field_paths, nested_type
 
 _DEST = "cfg:"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser with usage errors on one line (``prog: error: ... (see --help)``)
+    and exit status 2, like every error of the project's commands."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def flag(path: str) -> str:
@@ -113,11 +123,54 @@ def overrides_from_args(args: argparse.Namespace, prefix: str = "") -> dict[str,
     return out
 
 
-def config_error(err: ValueError, cls: type, prefix: str = "") -> str:
+def config_error(err: Exception, cls: type, prefix: str = "") -> str:
     """A ``ValueError`` of the config ``cls`` in the command line's words: a leading field path
     (``sampler.step_size:``) becomes its option (``--sampler.step-size:``)."""
-    text = str(err)
+    return option_words(str(err), [(cls, prefix)])
+
+
+def option_words(text: str, configs: Sequence[tuple[type, str]],
+                 names: Mapping[str, str] | None = None) -> str:
+    """``text`` with a leading field path of one of ``configs`` ((dataclass, option prefix)
+    pairs), or a library argument in ``names`` ({argument: option}), replaced by its option."""
     m = re.match(r"([A-Za-z_][\w.]*): ", text)
-    if m is None or m.group(1) not in field_paths(cls):
+    if m is None:
         return text
-    return flag(prefix + m.group(1)) + text[len(m.group(1)):]
+    if names and m.group(1) in names:
+        return names[m.group(1)] + text[len(m.group(1)):]
+    for cls, prefix in configs:
+        if m.group(1) in field_paths(cls):
+            return flag(prefix + m.group(1)) + text[len(m.group(1)):]
+    return text
+
+
+def add_debug_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true",
+                        help="show the full traceback of an error instead of one line")
+
+
+def guarded(prog: str, body: Callable[[], int], *, debug: bool = False,
+            configs: Sequence[tuple[type, str]] = (),
+            names: Mapping[str, str] | None = None) -> int:
+    """Run a command's ``body``; a failure the user can act on becomes one line on stderr:
+    bad input (``ValueError``: a config value, a run directory, a data file's format) exits 2,
+    naming the option when a config field is at fault; a failure while running (divergence, a
+    busy or corrupted run directory, a file that cannot be read or written) exits 1.
+    ``configs``/``names`` word the message as options (:func:`option_words`). With ``debug``
+    the traceback shows instead."""
+    if debug:
+        return body()
+    runtime = (RuntimeError, OSError, CheckpointError)
+    try:
+        return body()
+    except runtime as err:
+        print(f"{prog}: error: {option_words(_one_line(err), configs, names)}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"{prog}: error: {option_words(_one_line(err), configs, names)}", file=sys.stderr)
+        return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

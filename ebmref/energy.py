@@ -17,7 +17,13 @@ import torch
 from scipy import integrate
 from torch import Tensor, nn
 
-from ebmref.validation import check_finite, check_positive, check_positive_definite, check_shape
+from ebmref.validation import (
+    check_finite,
+    check_int_range,
+    check_positive,
+    check_positive_definite,
+    check_shape,
+)
 
 
 class Energy(nn.Module):
@@ -179,7 +185,7 @@ class Gaussian(AnalyticEnergy):
         return gaussian_log_partition(self.scale_tril)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        check_positive(n, "n")
+        check_int_range(n, "n", 1)
         eps = torch.randn(n, self.dim, generator=generator, dtype=self.mu.dtype,
                           device=self.mu.device)
         return (self.mu + eps @ self.L.T).detach()
@@ -268,7 +274,7 @@ class GaussianMixture(AnalyticEnergy):
         return torch.logsumexp(self.logits, 0)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        check_positive(n, "n")
+        check_int_range(n, "n", 1)
         with torch.no_grad():
             idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
             eps = torch.randn(n, self.dim, generator=generator, dtype=self.means.dtype,
@@ -332,7 +338,7 @@ class DoubleWell(AnalyticEnergy):
         return grid, cdf / cdf[-1]
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
-        check_positive(n, "n")
+        check_int_range(n, "n", 1)
         grid, cdf = self._cdf_table()
         u = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
         return torch.as_tensor(np.interp(u, cdf, grid), dtype=self.a.dtype)[:, None]

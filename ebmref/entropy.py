@@ -22,13 +22,15 @@ import math
 import torch
 from torch import Tensor
 
-from ebmref.validation import check_int_range, check_nonnegative
+from ebmref.validation import check_int_range, check_nonnegative, check_points
 
 
-def _as_points(x: Tensor, name: str) -> Tensor:
+def _as_points(x: Tensor, name: str, finite: bool = True) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"{name}: expected a tensor of points with shape (N, ...), N >= 1, "
                          f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
+    if finite:
+        check_points(x, name)
     return x.flatten(1)
 
 
@@ -41,18 +43,18 @@ def _grouped(pts: Tensor, groups: int, name: str) -> Tensor:
 
 
 def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int, min_distance: float = 0.0,
-                     groups: int = 1) -> tuple[Tensor, int]:
+                     groups: int = 1, finite: bool = True) -> tuple[Tensor, int]:
     """ρ_{k,i} (N,), floored at ``min_distance``, and the number M of candidate neighbours per
     point; with ``groups`` > 1 neighbours are searched within each point's block only."""
     check_int_range(groups, "groups", 1)
-    pts = _as_points(x, "x")
+    pts = _as_points(x, "x", finite)
     if reference is None:
         ref = pts
     else:
-        ref = _as_points(reference, "reference")
-        if ref.shape[1] != pts.shape[1]:
-            raise ValueError(f"reference: points of dimension {ref.shape[1]} do not match x "
-                             f"of dimension {pts.shape[1]}")
+        ref = _as_points(reference, "reference", finite)
+        if ref.shape[1] != pts.shape[1] or ref.dtype != pts.dtype:
+            raise ValueError(f"reference: points of dimension {ref.shape[1]} and dtype "
+                             f"{ref.dtype} do not match x ({pts.shape[1]}, {pts.dtype})")
     if groups > 1:
         pts, ref = _grouped(pts, groups, "x"), _grouped(ref, groups, "reference")
     m = ref.shape[-2] - (1 if reference is None else 0)
@@ -82,7 +84,8 @@ def log_unit_ball_volume(d: int) -> float:
 
 
 def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None,
-                        min_distance: float = 0.0, groups: int = 1) -> Tensor:
+                        min_distance: float = 0.0, groups: int = 1, *,
+                        check_finite: bool = True) -> Tensor:
     """Kozachenko–Leonenko k-NN entropy estimate Ĥ of the law of the rows of ``x`` (nats).
 
     Args:
@@ -94,27 +97,29 @@ def kozachenko_leonenko(x: Tensor, k: int = 1, reference: Tensor | None = None,
         min_distance: floor on ρ_{k,i}; 0 (default) raises on coinciding points instead.
         groups: G > 1 splits ``x`` (and ``reference``) into G equal consecutive blocks, each a
             sample of its own law (the members of an ensemble): the mean of the G estimates.
+        check_finite: non-finite points raise ValueError (``False``: they propagate).
 
     Returns Ĥ = ψ(M + 1) − ψ(k) + log V_d + (d/N) Σ log ρ_{k,i} as a 0-dim tensor.
     """
     check_int_range(k, "k", 1)
     check_nonnegative(min_distance, "min_distance")
-    rho, m = _kth_nn_distance(x, reference, k, min_distance, groups)
-    d = _as_points(x, "x").shape[1]
+    rho, m = _kth_nn_distance(x, reference, k, min_distance, groups, check_finite)
+    d = x.flatten(1).shape[1]
     const = (torch.special.digamma(torch.tensor(m + 1.0, dtype=torch.float64))
              - torch.special.digamma(torch.tensor(float(k), dtype=torch.float64))).item()
     return const + log_unit_ball_volume(d) + d * torch.log(rho).mean()
 
 
 def nearest_neighbour_surrogate(x: Tensor, reference: Tensor | None = None,
-                                min_distance: float = 0.0, groups: int = 1) -> Tensor:
+                                min_distance: float = 0.0, groups: int = 1, *,
+                                check_finite: bool = True) -> Tensor:
     """Du et al. (2020)'s entropy surrogate S = (1/N) Σᵢ log min_j ‖xᵢ − b_j‖ (nats / d + const).
 
     ``reference`` is the set B of past samples (Du: 100 replay-buffer samples); ``None`` uses
     the other points of ``x``. Maximising S repels the points from B (paper §5.4.3);
-    Ĥ_KL(k=1) = ψ(M + 1) − ψ(1) + log V_d + d·S exactly. ``groups``: as in
-    :func:`kozachenko_leonenko`.
+    Ĥ_KL(k=1) = ψ(M + 1) − ψ(1) + log V_d + d·S exactly. ``groups``, ``check_finite``: as
+    in :func:`kozachenko_leonenko`.
     """
     check_nonnegative(min_distance, "min_distance")
-    rho, _ = _kth_nn_distance(x, reference, 1, min_distance, groups)
+    rho, _ = _kth_nn_distance(x, reference, 1, min_distance, groups, check_finite)
     return torch.log(rho).mean()

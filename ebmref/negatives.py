@@ -44,12 +44,15 @@ def sample_negatives(energy: Energy, x0: Tensor, sampler: SamplerConfig,
       noise, on the first m chains only: x̃ then has m rows and memory is bounded by m (for an
       ensemble, :mod:`ebmref.ensemble`, B and m count per member).
     """
+    # The training loop checks x⁻ itself, over all ranks at once (a rank raising alone would
+    # leave the others waiting).
     if sampler.kind == "mala":
-        out = mala(energy, x0, sampler.n_steps, sampler.step_size, generator=generator)
+        out = mala(energy, x0, sampler.n_steps, sampler.step_size, generator=generator,
+                   check_finite=False)
         return Negatives(out.x.detach(), acceptance=out.acceptance)
     kwargs = {"generator": generator, "grad_clip": sampler.grad_clip, "clamp": sampler.clamp,
               "transition": transition if sampler.transition_every else None,
-              "transition_every": sampler.transition_every}
+              "transition_every": sampler.transition_every, "check_finite": False}
 
     def run(x: Tensor, n: int, differentiable: int = 0) -> Tensor:
         return langevin(energy, x, n, sampler.step_size, sampler.noise,

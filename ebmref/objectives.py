@@ -24,27 +24,33 @@ from torch.func import functional_call
 from ebmref.energy import Energy
 from ebmref.entropy import kozachenko_leonenko, nearest_neighbour_surrogate
 from ebmref.validation import check_choice, check_int_range, check_nonnegative
+from ebmref.validation import check_finite as _finite
 
 KL_SIGNS = ("du2020", "cd")
 ENTROPY_ESTIMATORS = ("nn", "kl")
 
 
-def _check_energies(e: Tensor, name: str) -> None:
+def _check_energies(e: Tensor, name: str, finite: bool) -> None:
     if not isinstance(e, Tensor) or e.ndim != 1 or e.shape[0] == 0:
         raise ValueError(f"{name}: expected a non-empty 1-D tensor of energies (B,), "
                          f"got shape {getattr(e, 'shape', None)}")
+    if finite:
+        _finite(e.detach(), name)
 
 
-def contrastive_loss(e_pos: Tensor, e_neg: Tensor, l2: float = 0.0) -> Tensor:
+def contrastive_loss(e_pos: Tensor, e_neg: Tensor, l2: float = 0.0, *,
+                     check_finite: bool = True) -> Tensor:
     """L₊ + L₋ + regulariser = mean(E(x⁺)) − mean(E(x⁻)) + l2·(mean(E(x⁺)²) + mean(E(x⁻)²)).
 
     Eq. 3 of the paper: with x⁺ ~ p_data and x⁻ ~ p_θ its gradient is an unbiased estimate of
     ∇_θ L_NLL (eq. 2); with x⁻ from t chain steps started at the data it is the CD* loss
     L₊ + L_d (§4.4). The negatives must be detached samples (no graph to θ through x⁻).
     ``l2`` is Du & Mordatch (2019)'s energy-magnitude penalty (1.0 in their code).
+    Non-finite energies raise ValueError unless ``check_finite=False`` (the training loop
+    checks them itself, over all ranks, and stops with TrainingDiverged).
     """
-    _check_energies(e_pos, "e_pos")
-    _check_energies(e_neg, "e_neg")
+    _check_energies(e_pos, "e_pos", check_finite)
+    _check_energies(e_neg, "e_neg", check_finite)
     check_nonnegative(l2, "l2")
     loss = e_pos.mean() - e_neg.mean()
     if l2 > 0:
@@ -65,7 +71,7 @@ def frozen_energy(energy: Energy, x: Tensor) -> Tensor:
 
 def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_weight: float = 0.0,
             reference: Tensor | None = None, entropy: str = "nn", k: int = 1,
-            min_distance: float = 1e-8, groups: int = 1) -> Tensor:
+            min_distance: float = 1e-8, groups: int = 1, check_finite: bool = True) -> Tensor:
     """The KL loss on differentiable chain outputs x̃ ~ q_θ^t (§4.2, §5.4.1).
 
     With Ĥ the entropy estimate of the x̃ (against ``reference`` when given) and w the
@@ -94,6 +100,8 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
         groups: for an ensemble of G members (:class:`ebmref.ensemble.EnsembleEnergy`) whose
             chains are G consecutive blocks of ``x_diff`` and ``reference``: the entropy of each
             block is estimated on its own; the loss is the mean of the members' losses.
+        check_finite: non-finite chain ends raise ValueError (``False`` in the training loop,
+            which checks them itself over all ranks).
     """
     check_choice(sign, "sign", KL_SIGNS)
     check_choice(entropy, "entropy", ENTROPY_ESTIMATORS)
@@ -105,6 +113,8 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
     if not isinstance(x_diff, Tensor) or x_diff.ndim < 2 or x_diff.shape[0] == 0:
         raise ValueError(f"x_diff: expected chain states (B, ...), got shape "
                          f"{getattr(x_diff, 'shape', None)}")
+    if check_finite:
+        _finite(x_diff.detach(), "x_diff")
     if torch.is_grad_enabled() and not x_diff.requires_grad:
         # A detached x̃ gives the KL loss no gradient at all, silently (published code that
         # detaches the chain before the loss has this bug).
@@ -113,11 +123,11 @@ def kl_loss(energy: Energy, x_diff: Tensor, *, sign: str = "du2020", entropy_wei
     e_term = frozen_energy(energy, x_diff).mean()
     if entropy_weight > 0:
         if entropy == "kl":
-            h = kozachenko_leonenko(x_diff, k=k, reference=reference,
-                                    min_distance=min_distance, groups=groups)
+            h = kozachenko_leonenko(x_diff, k=k, reference=reference, min_distance=min_distance,
+                                    groups=groups, check_finite=check_finite)
         else:
             h = nearest_neighbour_surrogate(x_diff, reference, min_distance=min_distance,
-                                            groups=groups)
+                                            groups=groups, check_finite=check_finite)
         value = e_term - entropy_weight * h
     else:
         value = e_term

@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ebmref.energy import Energy, Gaussian, row_sum
 from ebmref.transitions import Transition
-from ebmref.validation import check_finite, check_int_range, check_nonnegative, check_positive
+from ebmref.validation import check_int_range, check_nonnegative, check_points, check_positive
 
 
 @dataclass
@@ -72,12 +72,27 @@ def decoupled_noise(step_size: float, temperature: float) -> float:
     return math.sqrt(2.0 * step_size * temperature)
 
 
-def _check_common(x0: Tensor, n_steps: int, record_every: int) -> None:
-    if not isinstance(x0, Tensor) or x0.ndim < 1 or x0.shape[0] == 0:
-        raise ValueError("x0: expected a tensor of chain states with shape (B, ...), B >= 1")
-    check_finite(x0, "x0")
+class SamplerDiverged(RuntimeError):
+    """The chains left the finite numbers (a step too large for the energy's curvature)."""
+
+
+def _check_common(energy: Energy, x0: Tensor, n_steps: int, record_every: int) -> None:
+    if not isinstance(energy, Energy):
+        raise ValueError(f"energy: expected an ebmref.energy.Energy (a torch module mapping "
+                         f"(B, ...) to (B,)), got {type(energy).__name__}")
+    check_points(x0, "x0")
     check_int_range(n_steps, "n_steps", 0)
     check_int_range(record_every, "record_every", 0)
+
+
+def _check_output(x: Tensor, trajectory: Tensor | None, step_size: float, name: str) -> None:
+    """Raise SamplerDiverged when a chain or a recorded frame holds a NaN or ±inf."""
+    bad = ~torch.isfinite(x if trajectory is None else trajectory).flatten(1 if trajectory is
+                                                                          None else 2).all(-1)
+    if bool(bad.any()):
+        chains = int(bad.sum())
+        raise SamplerDiverged(f"{name}: {chains} chain(s) became non-finite with step_size="
+                              f"{step_size!r}; use a smaller step (or clip ∇E, clamp x)")
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
@@ -98,6 +113,7 @@ def langevin(
     transition: Transition | None = None,
     transition_every: int = 0,
     record_every: int = 0,
+    check_finite: bool = True,
 ) -> SamplerOutput:
     """Unadjusted Langevin algorithm (ULA), eq. 1 of the paper or Du's decoupled form.
 
@@ -114,8 +130,10 @@ def langevin(
         transition: a callable (x, generator) → x (e.g. an augmentation, §5.3.2) applied after
             every ``transition_every``-th step.
         record_every: keep the state every r steps (0: no trajectory).
+        check_finite: raise :class:`SamplerDiverged` if a final state or recorded frame is not
+            finite (one reduction at the end; the training loop checks its own, over ranks).
     """
-    _check_common(x0, n_steps, record_every)
+    _check_common(energy, x0, n_steps, record_every)
     drift, noise_std, _ = langevin_coefficients(step_size, noise)
     if grad_clip is not None:
         check_positive(grad_clip, "grad_clip")
@@ -148,7 +166,10 @@ def langevin(
             frames.append(x.detach())
     if differentiable_steps == 0:
         x = x.detach()
-    return SamplerOutput(x=x, trajectory=torch.stack(frames) if record_every else None)
+    trajectory = torch.stack(frames) if record_every else None
+    if check_finite:
+        _check_output(x.detach(), trajectory, step_size, "langevin")
+    return SamplerOutput(x=x, trajectory=trajectory)
 
 
 def mala_log_proposal(y: Tensor, x: Tensor, grad_x: Tensor, step_size: float) -> Tensor:
@@ -190,6 +211,7 @@ def mala(
     *,
     generator: torch.Generator | None = None,
     record_every: int = 0,
+    check_finite: bool = True,
 ) -> SamplerOutput:
     """Metropolis-adjusted Langevin (paper §2.3.2): propose eq. 1's step, accept with
 
@@ -197,9 +219,11 @@ def mala(
 
     which makes p_θ invariant for every λ > 0. The energy and gradient of the current state are
     carried over from the accept test, so each step costs one energy-and-gradient evaluation.
-    Returns the per-chain acceptance rate in ``acceptance``.
+    Returns the per-chain acceptance rate in ``acceptance``. Rejected proposals keep chains
+    finite; ``check_finite`` still raises :class:`SamplerDiverged` if a start's energy made
+    them non-finite.
     """
-    _check_common(x0, n_steps, record_every)
+    _check_common(energy, x0, n_steps, record_every)
     drift, sqrt_step, _ = langevin_coefficients(step_size)
     x = x0.detach()
     e_x, g_x = energy.energy_and_grad(x)
@@ -223,8 +247,10 @@ def mala(
         if record_every and (t + 1) % record_every == 0:
             frames.append(x)
     rate = n_accepted.to(x.dtype) / max(n_steps, 1)
-    return SamplerOutput(x=x, trajectory=torch.stack(frames) if record_every else None,
-                         acceptance=rate)
+    trajectory = torch.stack(frames) if record_every else None
+    if check_finite:
+        _check_output(x, trajectory, step_size, "mala")
+    return SamplerOutput(x=x, trajectory=trajectory, acceptance=rate)
 
 
 def ornstein_uhlenbeck(
@@ -245,7 +271,7 @@ def ornstein_uhlenbeck(
     """
     if not isinstance(energy, Gaussian):
         raise ValueError(f"energy: the exact OU transition needs a Gaussian, got {type(energy)}")
-    _check_common(x0, n_steps, record_every)
+    _check_common(energy, x0, n_steps, record_every)
     check_positive(tau, "tau")
     with torch.no_grad():
         sigma = energy.covariance

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 from ebmref import distributed
 from ebmref.batches import DataSource
 from ebmref.buffer import ReplayBuffer, UniformNoise
+from ebmref.checkpoint import energy_record
 from ebmref.config import DTYPES, TrainConfig
 from ebmref.energy import Energy
 from ebmref.negatives import sample_negatives
@@ -84,6 +86,7 @@ class TrainState:
     config: TrainConfig
     buffer: ReplayBuffer | None = None
     step: int = 0
+    spec: dict | None = None  # the energy's construction arguments, when the caller knows them
 
     @classmethod
     def create(cls, energy: Energy, config: TrainConfig) -> TrainState:
@@ -120,7 +123,7 @@ class TrainState:
         state = {"step": self.step, "model": model, "optimizer": opt,
                  "buffer": None if self.buffer is None else self.buffer.state_dict(),
                  "rng": {"generator": self.generator.get_state()},
-                 "config": self.config.to_dict()}
+                 "config": self.config.to_dict(), "energy": energy_record(self.energy, self.spec)}
         if distributed.current().enabled:
             state["buffer"], state["buffer_shards"] = distributed.gather_buffer_states(
                 state["buffer"])
@@ -179,15 +182,15 @@ def train_step(state: TrainState, x_pos: Tensor, *, pool: Tensor | None = None,
     if cfg.kl.enabled and cfg.kl.entropy_weight > 0 and buffer is not None:
         reference = buffer.peek(cfg.kl.entropy_reference * members, g)
     if buffer is not None:
-        buffer.push(neg.x, g)
+        buffer.push(neg.x, g, check_finite=False)  # checked with the stats, over all ranks
 
     e_pos, e_neg = model(x_pos), model(neg.x)
-    loss_c = contrastive_loss(e_pos, e_neg, cfg.optim.l2)
+    loss_c = contrastive_loss(e_pos, e_neg, cfg.optim.l2, check_finite=False)
     loss, loss_kl = loss_c, torch.zeros((), device=e_pos.device, dtype=e_pos.dtype)
     if cfg.kl.enabled:
         loss_kl = kl_loss(energy, neg.x_diff, sign=cfg.kl.sign,
                           entropy_weight=cfg.kl.entropy_weight, reference=reference,
-                          entropy=cfg.kl.entropy_estimator, groups=members)
+                          entropy=cfg.kl.entropy_estimator, groups=members, check_finite=False)
         loss = loss + cfg.kl.weight * loss_kl
     state.optimizer.zero_grad(set_to_none=True)
     # An ensemble's losses are means over its members: the sum gives each its own gradient.
@@ -259,7 +262,7 @@ def _validate_final(state: TrainState, x_pos: Tensor, x_neg: Tensor) -> None:
         _check_energy(state.step, name, value, state.config.run.max_energy)
 
 
-def _check_arguments(energy, config: TrainConfig, out_dir, resume: bool, transition) -> None:
+def _check_arguments(energy, data, config: TrainConfig, out_dir, resume, transition) -> None:
     config.validate()
     if not isinstance(energy, Energy):
         raise ValueError(f"energy: expected an ebmref.energy.Energy, got {type(energy)}")
@@ -271,57 +274,35 @@ def _check_arguments(energy, config: TrainConfig, out_dir, resume: bool, transit
     if energy.n_members > 1 and config.optim.max_grad_norm is not None:
         raise ValueError("optim.max_grad_norm: must be None for an ensemble (a norm over all "
                          f"members would couple them), got {config.optim.max_grad_norm}")
+    device = config.run.resolved_device()
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"run.device: {config.run.device!r} asked for, but no CUDA device is "
+                         "available here")
+    if isinstance(data, Tensor) and config.buffer.init != "cd":
+        _check_buffer_memory(config, tuple(data.shape[1:]), energy.n_members, device)
 
 
-def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
-          out_dir: str | Path | None = None, resume: bool = False,
-          callback: Callable[[int, dict], None] | None = None, *,
-          transition: Transition | None = None) -> TrainResult:
-    """Train ``energy`` on ``data`` with ``config`` (module docstring for the update).
+def _check_buffer_memory(config: TrainConfig, event: tuple[int, ...], members: int,
+                         device: torch.device) -> None:
+    need = config.buffer.size * members * math.prod(event) * DTYPES[config.run.dtype].itemsize
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > free:
+        raise ValueError(f"buffer.size: {config.buffer.size} states of shape {event} need "
+                         f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB free on "
+                         f"{device}")
 
-    Args:
-        energy: E_θ (moved to the config's device and dtype in place).
-        data: a tensor (N, *event) — minibatches drawn with the run's generator, so runs and
-            resumptions are reproducible — or an iterable of batches (resumption then restarts
-            the iterable and is not bitwise).
-        out_dir: where config.json, metrics.jsonl and checkpoint.pt go (``None``: nothing
-            written, no checkpoints).
-        resume: continue from ``out_dir/checkpoint.pt`` if it exists (the config must match it
-            except for the fields in ``ebmref.config.RESUMABLE_CHANGES``).
-        callback: called as ``callback(step, record)`` at every logged step.
-        transition: ``(x, generator) → x`` used on chain starts (``buffer.transition_on_read``)
-            and/or every ``sampler.transition_every`` sampler steps; clamped to the sampler's box.
 
-    Raises:
-        ValueError: invalid config/data/arguments, before any work.
-        TrainingDiverged: a non-finite or exploding quantity; the last checkpoint is intact.
-    """
-    _check_arguments(energy, config, out_dir, resume, transition)
-    # torchrun: join the process group (no-op in a single process); rank r trains on its own
-    # share of the batch with its own generator and buffer shard, gradients are averaged.
-    ctx, run = distributed.init_from_env(), config.run
-    device, dtype = run.resolved_device(), DTYPES[run.dtype]
-    if ctx.enabled and energy.n_members > 1:
-        raise ValueError("energy: ensembles do not run under a process group (torchrun)")
-    source = DataSource(data, ctx.shard(run.batch_size, "run.batch_size") * energy.n_members,
-                        device, dtype)
-    recorded = {"resolved_device": str(device), "transition": repr(transition),
-                "energy": type(energy).__name__}
-    if transition is not None and config.sampler.clamp is not None:
-        transition = Clamped(transition, config.sampler.clamp)
-    energy.to(device=device, dtype=dtype).train()
-    state = TrainState.create(energy, config)
-    if source.tensor is not None:
-        state.ensure_buffer(tuple(source.tensor.shape[1:]))
-    files = RunFiles(Path(out_dir) if out_dir is not None else None, state, resume, recorded)
-    # Under torchrun: DDP (broadcasts rank 0's θ now, averages weight gradients in backward).
-    # Only the loss forwards go through it; the sampler calls the bare module (∇ₓE only).
-    model = distributed.data_parallel(energy)
-
-    history: list[dict] = []
+def _loop(state: TrainState, source: DataSource, files: RunFiles, callback, transition,
+          model) -> tuple[list[dict], Tensor, StepOutput | None]:
+    """Updates until ``run.n_updates``: log, checkpoint a state once the next update has shown
+    it is good (module docstring)."""
+    run, history, pending, out, x_pos = state.config.run, [], None, None, None
     bar = tqdm(total=run.n_updates, initial=state.step, desc="train",
-               disable=not (run.progress and ctx.is_main))
-    t0, start_step, pending = time.perf_counter(), state.step, None
+               disable=not (run.progress and files.is_main))
+    t0 = time.perf_counter()
     while state.step < run.n_updates:
         x_pos = source.next(state.generator)
         try:
@@ -341,16 +322,78 @@ def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
                                                                "energy_samples")})
             if callback is not None:
                 callback(state.step, record)
-        if files.ckpt and run.ckpt_every and state.step % run.ckpt_every == 0 \
+        if files.out and run.ckpt_every and state.step % run.ckpt_every == 0 \
                 and state.step < run.n_updates:
             pending = state.state_dict(copy_tensors=True)
     bar.close()
-    if state.step > start_step:
-        try:
-            _validate_final(state, x_pos, out.x_neg)
-        except TrainingDiverged as err:
-            raise _located(err, files.last_good) from None
-        files.save(state.state_dict())  # a collective under a process group: all ranks call
-    distributed.barrier()  # the checkpoint is on disk before any rank returns
+    return history, x_pos, out
+
+
+def train(energy: Energy, data: Tensor | Iterable, config: TrainConfig,
+          out_dir: str | Path | None = None, resume: bool | str = False,
+          callback: Callable[[int, dict], None] | None = None, *,
+          transition: Transition | None = None, overwrite: bool = False,
+          records: dict | None = None, model_spec: dict | None = None) -> TrainResult:
+    """Train ``energy`` on ``data`` with ``config`` (module docstring for the update).
+
+    Args:
+        energy: E_θ (moved to the config's device and dtype in place).
+        data: a tensor (N, *event) — minibatches drawn with the run's generator, so runs and
+            resumptions are reproducible — or an iterable of batches (resumption then restarts
+            the iterable and is not bitwise).
+        out_dir: the run directory (:mod:`ebmref.rundir`: config.json, metrics.jsonl,
+            checkpoint.pt; locked while the run lives); ``None``: nothing written.
+        resume: ``True`` continues from ``out_dir/checkpoint.pt`` (which must exist; the config
+            must match it except for ``ebmref.config.RESUMABLE_CHANGES``); ``"if_exists"``
+            starts fresh when there is none.
+        callback: called as ``callback(step, record)`` at every logged step.
+        transition: ``(x, generator) → x`` used on chain starts (``buffer.transition_on_read``)
+            and/or every ``sampler.transition_every`` sampler steps; clamped to the sampler's box.
+        overwrite: a fresh run may replace another run's directory (swapped in at its first
+            checkpoint); without it such a directory is refused.
+        records: extra JSON files to write beside config.json, {name: object}.
+        model_spec: the energy's construction arguments, recorded in checkpoints and checked on
+            resumption.
+
+    Raises:
+        ValueError: invalid config, data, arguments or run directory, before anything is
+            written; ``RunDirectoryBusy``: another live run owns ``out_dir``.
+        TrainingDiverged: a non-finite or exploding quantity; the last checkpoint is intact.
+    """
+    _check_arguments(energy, data, config, out_dir, resume, transition)
+    # torchrun: join the process group (no-op in a single process); rank r trains on its own
+    # share of the batch with its own generator and buffer shard, gradients are averaged.
+    ctx, run = distributed.init_from_env(), config.run
+    device, dtype = run.resolved_device(), DTYPES[run.dtype]
+    if ctx.enabled and energy.n_members > 1:
+        raise ValueError("energy: ensembles do not run under a process group (torchrun)")
+    source = DataSource(data, ctx.shard(run.batch_size, "run.batch_size") * energy.n_members,
+                        device, dtype)
+    recorded = {"resolved_device": str(device), "transition": repr(transition),
+                "energy": type(energy).__name__}
+    if transition is not None and config.sampler.clamp is not None:
+        transition = Clamped(transition, config.sampler.clamp)
+    energy.to(device=device, dtype=dtype).train()
+    state = TrainState.create(energy, config)
+    state.spec = model_spec
+    if source.tensor is not None:
+        state.ensure_buffer(tuple(source.tensor.shape[1:]))
+    files = RunFiles(Path(out_dir) if out_dir is not None else None, state, resume, overwrite,
+                     {"config.json": recorded, **(records or {})})
+    try:
+        start = state.step
+        # Under torchrun: DDP (broadcasts rank 0's θ now, averages weight gradients in
+        # backward). Only the loss forwards go through it; the sampler calls the bare module.
+        history, x_pos, out = _loop(state, source, files, callback, transition,
+                                    distributed.data_parallel(energy))
+        if state.step > start:
+            try:
+                _validate_final(state, x_pos, out.x_neg)
+            except TrainingDiverged as err:
+                raise _located(err, files.last_good) from None
+            files.save(state.state_dict())  # a collective under a process group: all ranks
+        distributed.barrier()  # the checkpoint is on disk before any rank returns
+    finally:
+        files.close()
     return TrainResult(step=state.step, history=history, buffer=state.buffer,
                        checkpoint=files.last_good)

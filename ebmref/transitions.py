@@ -182,15 +182,47 @@ class Augment:
         return _apply_prob(x, out, self.prob, generator)
 
 
+def _nearest_element_distance(products: Tensor, group: Tensor) -> Tensor:
+    """Frobenius distance of each orthogonal matrix in ``products`` (P, d, d) to the nearest
+    element of ``group`` (G, d, d): ‖A − B‖² = 2d − 2⟨A, B⟩ for orthogonal A, B."""
+    d = group.shape[1]
+    inner = products.flatten(1) @ group.flatten(1).T
+    return (2 * d - 2 * inner.amax(1)).clamp_min(0).sqrt()
+
+
+def _check_is_group(group: Tensor, tol: float = 1e-6) -> None:
+    """ValueError unless the orthogonal matrices ``group`` contain I and are closed under
+    products (a finite set of invertible matrices closed under products is a group)."""
+    g = group.to(torch.float64)
+    n, d = g.shape[0], g.shape[1]
+    if float(_nearest_element_distance(torch.eye(d, dtype=g.dtype)[None], g)[0]) > tol:
+        raise ValueError("group: the identity must be an element")
+    block = max(1, (1 << 22) // max(1, n * max(n, d * d)))
+    for start in range(0, n, block):
+        prods = (g[start:start + block, None] @ g[None]).reshape(-1, d, d)
+        dist = _nearest_element_distance(prods, g)
+        if float(dist.max()) > tol:
+            flat = int(dist.argmax())
+            i, j = start + flat // n, flat % n
+            raise ValueError(f"group: not closed under products (group[{i}] @ group[{j}] is "
+                             f"not an element, distance {float(dist.max()):.2g})")
+
+
 class SymmetryMove:
     """Apply a uniformly drawn element of a finite group of orthogonal maps to each chain:
     x ↦ G_k x, k ~ U{0..|G|−1} (per chain), with probability ``prob``.
 
     The move leaves p_θ invariant iff E_θ(G_k x) = E_θ(x) for all k (orthogonal maps preserve
     volume), e.g. rotations by 2πk/8 for an 8-Gaussian ring with equal weights (C21).
+
+    ``group`` (G, d, d) must hold orthogonal matrices that form a group: the identity is an
+    element and every product G_i G_j is an element (to 1e-6); a ValueError naming ``group``
+    says which check failed. The check costs O(|G|³ d²); the built-in constructors
+    (:meth:`rotations`, :meth:`sign_flips`, :meth:`reflections`) build groups by construction
+    and skip it (``check_group=False``).
     """
 
-    def __init__(self, group: Tensor, prob: float = 1.0):
+    def __init__(self, group: Tensor, prob: float = 1.0, *, check_group: bool = True):
         g = torch.as_tensor(group)
         if g.ndim != 3 or g.shape[1] != g.shape[2] or g.shape[0] < 1:
             raise ValueError(f"group: expected matrices (G, d, d), got shape {tuple(g.shape)}")
@@ -198,6 +230,8 @@ class SymmetryMove:
         if not torch.allclose(g @ g.transpose(1, 2), eye, atol=1e-6):
             raise ValueError("group: every element must be an orthogonal matrix")
         check_probability(prob, "prob")
+        if check_group:
+            _check_is_group(g)
         self.group = g
         self.prob = float(prob)
 
@@ -207,14 +241,15 @@ class SymmetryMove:
         check_int_range(n, "n", 1)
         a = 2 * math.pi * torch.arange(n, dtype=dtype) / n
         c, s = torch.cos(a), torch.sin(a)
-        return cls(torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2), prob)
+        return cls(torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], -2), prob,
+                   check_group=False)
 
     @classmethod
     def sign_flips(cls, dim: int, dtype: torch.dtype = torch.float64, prob: float = 1.0):
         """{I, −I}: x ↦ ±x."""
         check_int_range(dim, "dim", 1)
         eye = torch.eye(dim, dtype=dtype)
-        return cls(torch.stack([eye, -eye]), prob)
+        return cls(torch.stack([eye, -eye]), prob, check_group=False)
 
     @classmethod
     def reflections(cls, dim: int, dtype: torch.dtype = torch.float64, prob: float = 1.0):
@@ -222,7 +257,7 @@ class SymmetryMove:
         check_int_range(dim, "dim", 1, 16)
         signs = torch.tensor([[1 - 2 * ((k >> i) & 1) for i in range(dim)]
                               for k in range(2**dim)], dtype=dtype)
-        return cls(torch.diag_embed(signs), prob)
+        return cls(torch.diag_embed(signs), prob, check_group=False)
 
     def __call__(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if x.ndim != 2 or x.shape[1] != self.group.shape[1]:
@@ -230,9 +265,12 @@ class SymmetryMove:
         dev = generator.device if generator is not None else x.device
         k = torch.randint(0, self.group.shape[0], (x.shape[0],), generator=generator,
                           device=dev).to(x.device)
+        return _apply_prob(x, self.apply(x, k), self.prob, generator)
+
+    def apply(self, x: Tensor, k: Tensor) -> Tensor:
+        """Row i of ``x`` mapped by the group element ``k[i]``: y_i = G_{k_i} x_i."""
         mats = self.group.to(dtype=x.dtype, device=x.device)[k]
-        y = (mats @ x[..., None])[..., 0]
-        return _apply_prob(x, y, self.prob, generator)
+        return (mats @ x[..., None])[..., 0]
 
     def __repr__(self) -> str:
         return f"SymmetryMove(group of {self.group.shape[0]} maps in R^{self.group.shape[1]}, " \

@@ -9,18 +9,23 @@ import torch
 from torch import Tensor
 
 
+def _is_number(value) -> bool:
+    """A real number: int or float, not a bool (True is an int in Python, not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_positive(value: float, name: str) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if not (_is_number(value) and math.isfinite(value) and value > 0):
         raise ValueError(f"{name}: must be a finite number > 0, got {value!r}")
 
 
 def check_nonnegative(value: float, name: str) -> None:
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+    if not (_is_number(value) and math.isfinite(value) and value >= 0):
         raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
 
 
 def check_probability(value: float, name: str) -> None:
-    if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+    if not (_is_number(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"{name}: must lie in [0, 1], got {value!r}")
 
 
@@ -63,6 +68,17 @@ def check_choice(value: str, name: str, allowed: tuple[str, ...]) -> None:
 def check_finite(t: Tensor, name: str) -> None:
     if not torch.isfinite(t).all():
         raise ValueError(f"{name}: must be finite (no NaN or inf), got non-finite entries")
+
+
+def check_points(t, name: str) -> Tensor:
+    """A non-empty floating-point tensor (B, ...) of finite chain states or samples."""
+    if not isinstance(t, Tensor) or t.ndim < 1 or t.shape[0] == 0:
+        raise ValueError(f"{name}: expected a tensor of shape (B, ...) with B >= 1, got "
+                         f"{type(t).__name__} of shape {getattr(t, 'shape', None)}")
+    if not t.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor, got dtype {t.dtype}")
+    check_finite(t, name)
+    return t
 
 
 def check_shape(t: Tensor, shape: tuple[int, ...], name: str) -> None:

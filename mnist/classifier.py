@@ -8,15 +8,15 @@ augmentation), kept on disk as a checkpoint and reloaded with ``torch.load(weigh
 
 from __future__ import annotations
 
-import math
-import os
 import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
+from ebmref.files import atomic_torch_save
 from ebmref.validation import check_int_range, check_positive
 from mnist.data import MNISTData
 
@@ -60,9 +60,10 @@ def accuracy(model: DigitClassifier, data: MNISTData, batch: int = 1000) -> floa
 
 
 def train_classifier(train: MNISTData, epochs: int = 4, batch: int = 128, lr: float = 1e-3,
-                     seed: int = 0, device: str = "cpu", max_images: int | None = None
-                     ) -> DigitClassifier:
-    """Adam on cross-entropy; ``max_images`` truncates the training split (tiny runs)."""
+                     seed: int = 0, device: str = "cpu", max_images: int | None = None,
+                     progress: bool = False) -> DigitClassifier:
+    """Adam on cross-entropy; ``max_images`` truncates the training split (tiny runs);
+    ``progress``: a bar over the epochs on stderr."""
     check_int_range(epochs, "epochs", 1)
     check_int_range(batch, "batch", 1)
     check_positive(lr, "lr")
@@ -74,7 +75,7 @@ def train_classifier(train: MNISTData, epochs: int = 4, batch: int = 128, lr: fl
     if max_images is not None:
         x, y = x[:max_images], y[:max_images]
     n = x.shape[0]
-    for _ in range(epochs):
+    for _ in tqdm(range(epochs), desc="classifier", unit="epoch", disable=not progress):
         model.train()
         perm = torch.randperm(n, generator=g)
         for i in range(0, n, batch):
@@ -113,16 +114,16 @@ def load_or_train_classifier(train: MNISTData, heldout: MNISTData | None = None,
             model = DigitClassifier()
             model.load_state_dict(ckpt["state_dict"])
             return model.to(device).eval(), meta
-    model = train_classifier(train, epochs=epochs, device=device, max_images=max_images)
+    model = train_classifier(train, epochs=epochs, device=device, max_images=max_images,
+                             progress=verbose)
     meta = dict(want)
-    meta["heldout_accuracy"] = accuracy(model, heldout) if heldout is not None else math.nan
+    meta["heldout_accuracy"] = accuracy(model, heldout) if heldout is not None else None
     meta["heldout_source"] = heldout.source if heldout is not None else ""
     if verbose:
+        acc = meta["heldout_accuracy"]
         print(f"classifier trained on {train.source}: held-out accuracy "
-              f"{meta['heldout_accuracy']:.4f} -> {path}")
+              f"{'n/a' if acc is None else f'{acc:.4f}'} -> {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()}, "meta": meta},
-               tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "meta": meta}, path)
     return model, meta

@@ -21,12 +21,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import sys
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from ebmref.cli import ArgumentParser, add_debug_argument, guarded
+from ebmref.files import atomic_write_json, check_output_file
+from ebmref.validation import check_int_range
 from mnist.classifier import load_or_train_classifier
 from mnist.data import MNISTData, add_data_arguments, data_from_args
 from mnist.metrics import classify, mean_energy, sample_metrics, trajectory_metrics
@@ -88,7 +91,7 @@ def evaluate_sample_dir(evaluator: Evaluator, sample_dir: Path, energy=None) -> 
     metrics = evaluator.chains(chains["trajectory"], int(meta["record_every"]), energy,
                                chains.get("start_labels"))
     metrics["sampling"] = meta
-    (Path(sample_dir) / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(Path(sample_dir) / METRICS_NAME, metrics)
     return metrics
 
 
@@ -96,8 +99,8 @@ def summary_row(metrics: dict) -> dict:
     """The headline numbers of one metrics.json (for tables)."""
     f, t = metrics["final"], metrics["trajectory"]
     row = {"confident": f["confident_fraction"], "digit_entropy": f["digit_entropy"],
-           "confident_digit_entropy": f.get("confident_digit_entropy", math.nan),
-           "frechet": f.get("frechet_distance", math.nan),
+           "confident_digit_entropy": f.get("confident_digit_entropy"),
+           "frechet": f.get("frechet_distance"),
            "switches_per_1k": t["switches_per_1k"],
            "confident_switches_per_1k": t["confident_switches_per_1k"]}
     if "energy" in metrics:
@@ -109,23 +112,34 @@ def summary_row(metrics: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mnist.evaluate", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", nargs="*", default=[], help="mnist.sample output dirs")
     parser.add_argument("--reference", default=None,
                         help="write metrics of real digits to this JSON file")
     parser.add_argument("--classifier", default=None, help="classifier checkpoint path")
-    parser.add_argument("--classifier-epochs", type=int, default=8)
+    parser.add_argument("--classifier-epochs", type=int, default=8,
+                        help="epochs when the classifier has to be trained (default 8)")
+    add_debug_argument(parser)
     add_data_arguments(parser)
     args = parser.parse_args(argv)
+    return guarded(parser.prog, lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    check_int_range(args.classifier_epochs, "--classifier-epochs", 1)
+    if args.reference:
+        check_output_file(args.reference, "--reference")
+    metas = {d: load_chains(d)["meta"] for d in args.samples}  # every input before any work
     train, heldout = data_from_args(args, "train"), data_from_args(args, "heldout")
+    print("[classifier] loading or training the digit classifier", file=sys.stderr, flush=True)
     ev = Evaluator(train, heldout, args.classifier, args.classifier_epochs)
     if args.reference:
         ref = ev.reference(train)
-        Path(args.reference).write_text(json.dumps(ref, indent=2) + "\n")
-        print(json.dumps(ref))
-    for d in args.samples:
-        meta = load_chains(Path(d))["meta"]
+        atomic_write_json(args.reference, ref)
+        print(json.dumps(ref, allow_nan=False))
+    for i, (d, meta) in enumerate(metas.items()):
+        print(f"[evaluate {i + 1}/{len(metas)}] {d}", file=sys.stderr, flush=True)
         energy = load_trained(meta["run"])[0] if meta.get("run") else None
         m = evaluate_sample_dir(ev, Path(d), energy)
         print(d, json.dumps(summary_row(m)))
@@ -134,4 +148,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-

@@ -11,8 +11,10 @@ frames) of several sample sets, one chain per set, in the paper's order:
 * Figure 5 (§6.3, C29): long chains of the elastic model sampled with deformations; the NLL
   model sampled without; the NLL model sampled with deformations.
 
-Each figure has a caption file (``figN.md``) naming the rows; the table (``metrics.md``) has
-one row per sample set with the headline numbers of :func:`mnist.evaluate.summary_row`.
+Each figure is labelled (rows: what the chain is; columns: the sampler step of each frame) and
+has a caption file (``figN.md``) with the full settings of each row; the table
+(``metrics.md``) has one row per sample set with the headline numbers of
+:func:`mnist.evaluate.summary_row`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import math
 from pathlib import Path
 
 import torch
-from torchvision.utils import save_image
 
+from ebmref.cli import ArgumentParser, add_debug_argument, guarded
+from ebmref.files import atomic_write, atomic_write_text, check_output_dir
 from mnist.evaluate import METRICS_NAME, summary_row
 from mnist.runs import CHAINS_NAME, load_chains
 
@@ -43,44 +46,74 @@ FIGURES: dict[str, list[tuple[str, int, str]]] = {
 }
 
 
-def chain_row(trajectory: torch.Tensor, chain: int, n_cols: int = 12) -> torch.Tensor:
-    """(n_cols, 1, 28, 28): evenly spaced frames of one chain."""
+TITLES = {"fig3": "Figure 3 (§6.1, C27): true CD vs NLL chains",
+          "fig4": "Figure 4 (§6.2, C28): sampler noise",
+          "fig5": "Figure 5 (§6.3, C29): elastic deformations"}
+
+
+def chain_row(trajectory: torch.Tensor, chain: int, n_cols: int = 12
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_cols, 1, H, W) evenly spaced frames of one chain, and their frame indices."""
     t = trajectory.shape[0]
     cols = torch.linspace(0, t - 1, min(n_cols, t)).round().long()
-    return trajectory[cols, chain].float()
+    return trajectory[cols, chain].float(), cols
+
+
+def _draw(rows: list[tuple[torch.Tensor, list[int], str]], title: str, out: Path) -> None:
+    """A labelled grid: one row per chain (its caption on the left), frames left to right
+    with the sampler step under each column; 150 dpi."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(len(r[1]) for r in rows)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.0 * n + 2.6, 1.05 * len(rows) + 0.7),
+                             squeeze=False)
+    for i, (frames, steps, caption) in enumerate(rows):
+        for j in range(n):
+            ax = axes[i, j]
+            ax.imshow(frames[j, 0].clamp(0, 1).numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == len(rows) - 1:
+                ax.set_xlabel(f"{steps[j]:,}", fontsize=7)
+        axes[i, 0].set_ylabel(caption, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title + " (columns: sampler step)", fontsize=9)
+    fig.tight_layout()
+    atomic_write(out, lambda f: fig.savefig(f, format="png", dpi=150))
+    plt.close(fig)
 
 
 def make_figure(samples_dir: Path, rows: list[tuple[str, int, str]], out: Path,
-                n_cols: int = 12) -> list[str] | None:
-    """Stack one chain row per entry; rows whose sample set is missing are skipped."""
-    tiles, captions = [], []
+                n_cols: int = 12, title: str = "") -> list[str] | None:
+    """One chain per row, with labels; rows whose sample set is missing are skipped. Also
+    writes the long captions to ``<out>.md``."""
+    drawn, captions = [], []
     for name, chain, caption in rows:
-        path = samples_dir / name / CHAINS_NAME
-        if not path.is_file():
+        if not (samples_dir / name / CHAINS_NAME).is_file():
             continue
         chains = load_chains(samples_dir / name)
-        traj = chains["trajectory"]
+        traj, s = chains["trajectory"], chains["meta"]["sampler"]
         if chain >= traj.shape[1]:
             continue
-        tiles.append(chain_row(traj, chain, n_cols))
-        s = chains["meta"]["sampler"]
+        frames, cols = chain_row(traj, chain, n_cols)
+        every = int(chains["meta"]["record_every"])
+        drawn.append((frames, [int(c) * every for c in cols], caption))
         captions.append(f"{caption} ({name}, chain {chain}: {s['n_steps']} steps, "
                         f"noise {s['noise']}, elastic every {s['transition_every']})")
-    if not tiles:
+    if not drawn:
         return None
-    n = min(t.shape[0] for t in tiles)
-    grid = torch.cat([t[:n] for t in tiles])
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid.clamp(0, 1), out, nrow=n, padding=2, pad_value=1.0)
+    _draw(drawn, title or out.stem, out)
     lines = [f"Row {i + 1}: {c}" for i, c in enumerate(captions)]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
     return lines
 
 
 def _fmt(v) -> str:
-    if isinstance(v, float):
-        return "–" if math.isnan(v) else f"{v:.3g}"
-    return str(v)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
 
 
 def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
@@ -106,29 +139,49 @@ def metrics_table(samples_dir: Path, reference: dict | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
+STUDY_NAME = "study.json"
+"""What run_section6 records about a study: scale, smoke run or not, sets, seed, data."""
+
+
 def make_all(study: Path, out: Path | None = None) -> dict:
     out = out or study / "figures"
     samples = study / "samples"
     made = {}
     for name, rows in FIGURES.items():
-        lines = make_figure(samples, rows, out / f"{name}.png")
+        lines = make_figure(samples, rows, out / f"{name}.png", title=TITLES[name])
         if lines:
             made[name] = lines
     ref_path = study / "reference_metrics.json"
     ref = json.loads(ref_path.read_text()) if ref_path.is_file() else None
     table = metrics_table(samples, ref)
-    (out / "metrics.md").write_text(table)
+    info_path = study / STUDY_NAME
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    if info.get("smoke"):
+        table = (f"**SMOKE RUN ({info.get('scale')} scale): a test of the pipeline; the numbers "
+                 "below are not results.**\n\n" + table)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "metrics.md", table)
     made["metrics.md"] = table
     return made
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mnist.figures", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python -m mnist.figures", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="directory written by run_section6.py")
     parser.add_argument("--out", default=None, help="default: STUDY/figures")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    made = make_all(Path(args.study), Path(args.out) if args.out else None)
+    return guarded(parser.prog, lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    study = Path(args.study)
+    if not (study / "samples").is_dir():
+        raise ValueError(f"--study: {study} is not a study directory (expected the samples/ "
+                         "folder that mnist/run_section6.py writes)")
+    out = check_output_dir(args.out, "--out") if args.out else None
+    made = make_all(study, out)
     for k, v in made.items():
         print(k, v if isinstance(v, str) else "\n  ".join(["", *v]))
     return 0

@@ -134,10 +134,12 @@ def sample_metrics(classifier: torch.nn.Module, samples: Tensor,
         "digit_histogram": digit_histogram(probs),
         # the funnel (C28) is about clear digits: the same entropy over confident samples only,
         # so that noise images (which a classifier maps to arbitrary classes) do not count
-        "confident_digit_entropy": (digit_entropy(probs[conf]) if conf.any() else math.nan),
+        "confident_digit_entropy": digit_entropy(probs[conf]) if conf.any() else None,
         "confident_digit_histogram": digit_histogram(probs[conf]),
         "mean_confidence": float(probs.max(-1).values.mean()),
     }
+    if not conf.any():
+        out["confident_digit_entropy_missing"] = "no sample is classified with confidence"
     if heldout_features is not None and samples.shape[0] >= 2:
         out["frechet_distance"] = frechet_distance(feats, heldout_features)
     return out

@@ -31,11 +31,14 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 import torch
 
+from ebmref.cli import ArgumentParser, add_debug_argument, guarded
 from ebmref.config import SamplerConfig
+from ebmref.files import atomic_write_json, check_output_dir
 from ebmref.training import CHECKPOINT_NAME
+from ebmref.validation import check_int_range
 from mnist.data import add_data_arguments, data_from_args
 from mnist.evaluate import Evaluator, evaluate_sample_dir
-from mnist.figures import make_all
+from mnist.figures import STUDY_NAME, make_all
 from mnist.runs import load_trained
 from mnist.sample import ChainConfig, sample_run
 from mnist.train import train_preset
@@ -101,6 +104,8 @@ def _trained_steps(run_dir: Path) -> int:
 def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0) -> dict:
     s = SCALES[scale]
     study.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(study / STUDY_NAME, {"scale": scale, "smoke": scale == "tiny",
+                                           "sets": sets, "seed": seed})
     timing: dict[str, float] = {}
     train_data, heldout = data_from_args(data_args, "train"), data_from_args(data_args, "heldout")
     needed = sorted({SETS[name][0] for name in sets}, key=PRESETS.index)
@@ -117,13 +122,14 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
         timing[f"train/{preset}"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    print("[classifier] digit classifier and the real-digit reference", flush=True)
     evaluator = Evaluator(train_data, heldout, study / "classifier.pt",
                           s["classifier_epochs"], s["classifier_max_images"])
     # Fréchet distances are biased upward at small n: the reference uses n = n_chains real
     # digits, the same n as every chain set, so that it is the floor for the table's numbers.
     ref = evaluator.reference(train_data, n=min(s["n_chains"], len(train_data)))
     ref["n1000"] = evaluator.reference(train_data, n=min(1000, len(train_data)))
-    (study / "reference_metrics.json").write_text(json.dumps(ref, indent=2) + "\n")
+    atomic_write_json(study / "reference_metrics.json", ref)
     timing["classifier"] = time.perf_counter() - t0
 
     device = "cuda" if (torch.cuda.is_available() and scale == "gpu") else "cpu"
@@ -160,27 +166,37 @@ def run_study(study: Path, scale: str, sets: list[str], data_args, seed: int = 0
         timing[f"sample/{name}"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    print("[figures] Figures 3-5 and the metrics table", flush=True)
     made = make_all(study)
     timing["figures"] = time.perf_counter() - t0
-    (study / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+    atomic_write_json(study / "timing.json", timing)
     print(made.get("metrics.md", ""))
     return {"timing": timing, "results": results, "figures": made}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog="python mnist/run_section6.py", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", required=True, help="output directory")
-    parser.add_argument("--scale", choices=sorted(SCALES), default="gpu")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="gpu",
+                        help="budgets: gpu (paper scale), cpu (narrow net), tiny (smoke run)")
     parser.add_argument("--tiny", action="store_true", help="same as --scale tiny")
     parser.add_argument("--sets", default="all",
                         help=f"comma-separated chain sets or groups {sorted(GROUPS)}")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every run and chain set")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_debug_argument(parser)
     add_data_arguments(parser)
     args = parser.parse_args(argv)
-    if args.threads:
+    return guarded(parser.prog, lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.threads is not None:
+        check_int_range(args.threads, "--threads", 1)
         torch.set_num_threads(args.threads)
+    check_int_range(args.seed, "--seed", 0)
+    check_output_dir(args.study, "--study")
     scale = "tiny" if args.tiny else args.scale
     sets: list[str] = []
     for item in args.sets.split(","):

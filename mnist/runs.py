@@ -11,15 +11,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from ebmref.checkpoint import load_checkpoint
+from ebmref.checkpoint import check_energy, load_checkpoint
 from ebmref.config import TrainConfig
 from ebmref.energy import Energy
+from ebmref.files import atomic_torch_save
 from ebmref.training import CHECKPOINT_NAME
 from mnist.presets import ModelConfig
 
@@ -27,22 +29,22 @@ RUN_NAME = "run.json"
 CHAINS_NAME = "chains.pt"
 
 
-def write_run_info(out: Path, info: dict, resume: bool) -> dict:
-    """Write ``out/run.json``; on a resumption keep the original record (the model config must
-    match it), update its update count and append the new overrides. Returns what was written."""
+def run_info(out: Path, info: dict, resume: bool | str) -> dict:
+    """The ``run.json`` a run writes (through :func:`ebmref.training.train`'s ``records``, so it
+    lands only once the run directory has been checked): on a resumption the original record
+    (the model config must match it) with the new update count and the new overrides appended
+    to ``resumed_with``; otherwise ``info``."""
     path = out / RUN_NAME
-    if resume and path.exists():
-        old = json.loads(path.read_text())
-        if old["model"] != json.loads(json.dumps(info["model"])):
-            raise ValueError(f"resume: model config {info['model']} differs from the run's "
-                             f"{old['model']} in {path}")
-        old["train"] = TrainConfig.from_dict(old["train"]).to_dict()  # earlier flat format
-        old["train"]["run"]["n_updates"] = info["train"]["run"]["n_updates"]
-        old.setdefault("resumed_with", []).append(info["overrides"])
-        info = old
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=2, default=str) + "\n")
-    return info
+    if not (resume and path.exists() and (out / CHECKPOINT_NAME).exists()):
+        return info
+    old = json.loads(path.read_text())
+    if old["model"] != json.loads(json.dumps(info["model"])):
+        raise ValueError(f"resume: model config {info['model']} differs from the run's "
+                         f"{old['model']} in {path}")
+    old["train"] = TrainConfig.from_dict(old["train"]).to_dict()  # earlier flat format
+    old["train"]["run"]["n_updates"] = info["train"]["run"]["n_updates"]
+    old.setdefault("resumed_with", []).append(info["overrides"])
+    return old
 
 
 def read_run_info(run_dir: str | Path) -> dict:
@@ -58,8 +60,11 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"
     """The trained energy of a run directory (eval mode, on ``device``) and its run.json, with
     the checkpoint's update count under ``"step"``."""
     info = read_run_info(run_dir)
-    energy = ModelConfig(**info["model"]).build_energy()
-    state = load_checkpoint(Path(run_dir) / CHECKPOINT_NAME, map_location="cpu")
+    model_cfg = ModelConfig(**info["model"])
+    energy = model_cfg.build_energy()
+    path = Path(run_dir) / CHECKPOINT_NAME
+    state = load_checkpoint(path, map_location="cpu")
+    check_energy(state.get("energy"), energy, path, dataclasses.asdict(model_cfg))
     energy.load_state_dict(state["model"])
     info["step"] = int(state["step"])
     return energy.to(device).eval(), info
@@ -67,14 +72,24 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu"
 
 def save_chains(out_dir: Path, trajectory: Tensor, meta: dict,
                 start_labels: Tensor | None = None) -> Path:
-    """Frames as float16 (values in [0, 1]; 3 significant digits are plenty for metrics)."""
+    """Frames as float16 when every value fits its range exactly enough for the metrics
+    (finite, |x| ≤ 65504: images clamped to [0, 1]), else in the dtype they were computed in;
+    written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / CHAINS_NAME
-    torch.save({"trajectory": trajectory.detach().to("cpu", torch.float16).contiguous(),
-                "start_labels": None if start_labels is None else start_labels.cpu(),
-                "meta": meta}, path)
-    return path
+    traj = trajectory.detach().to("cpu").contiguous()
+    if bool(torch.isfinite(traj).all()) and float(traj.abs().max()) <= 65504.0:
+        traj = traj.to(torch.float16)
+    return atomic_torch_save({"trajectory": traj, "meta": meta, "start_labels":
+                              None if start_labels is None else start_labels.cpu()},
+                             out_dir / CHAINS_NAME)
 
 
 def load_chains(sample_dir: str | Path) -> dict:
-    return torch.load(Path(sample_dir) / CHAINS_NAME, map_location="cpu", weights_only=True)
+    path = Path(sample_dir) / CHAINS_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no chains here (write them with python -m "
+                                "mnist.sample --run RUN --out DIR)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupted or not a torch file
+        raise ValueError(f"{path}: cannot be read ({type(err).__name__}); sample again") from err

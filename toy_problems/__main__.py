@@ -24,7 +24,14 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ebmref.cli import add_config_arguments, overrides_from_args
+from ebmref.cli import (
+    ArgumentParser,
+    add_config_arguments,
+    guarded,
+    option_words,
+    overrides_from_args,
+)
+from ebmref.files import check_output_dir
 from toy_problems import figures
 from toy_problems.config import ToyConfig, build_parser, config_from_args
 from toy_problems.experiment import funnel, reference_row, run_one, summarise
@@ -93,7 +100,7 @@ def run(cfg: ToyConfig) -> dict:
 def study_parser() -> argparse.ArgumentParser:
     from toy_problems.study_config import StudyConfig, quick_overrides
 
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m toy_problems --study claims",
         description="The claims study: tuned, early-stopped 10-seed ensembles, claim probes "
                     "and pre-registered verdicts (ebmref.verdict); writes report.md, "
@@ -117,13 +124,20 @@ def study_main(argv: list[str]) -> int:
     values.update(overrides_from_args(args))
     try:
         cfg = StudyConfig(**values, quick=args.quick)
-    except ValueError as err:
-        parser.error(str(err))
+    except ValueError as err:  # bad option values: a usage error naming the option
+        parser.error(option_words(str(err), [(StudyConfig, "")]))
     command = "python -m toy_problems " + " ".join(argv)
-    metrics = run_study(cfg, command)
-    print(f"report: {Path(cfg.out) / 'report.md'}  (wall {metrics['timing']['wall_s']:.0f} s, "
-          f"CPU {metrics['timing']['process_cpu_s']:.0f} s)")
-    return 0
+
+    def body() -> int:
+        check_output_dir(cfg.out, "--out")
+        if cfg.cache:
+            check_output_dir(cfg.cache, "--cache")
+        metrics = run_study(cfg, command)
+        print(f"report: {Path(cfg.out) / 'report.md'}  (wall {metrics['timing']['wall_s']:.0f} "
+              f"s, CPU {metrics['timing']['process_cpu_s']:.0f} s)")
+        return 0
+
+    return guarded("python -m toy_problems --study claims", body)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,11 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         return study_main(argv)
     try:
         cfg = config_from_args(argv)
-    except ValueError as err:  # bad option values: a usage error, not a traceback
-        build_parser().error(str(err))
-    metrics = run(cfg)
-    print(f"report: {Path(cfg.out) / 'report.md'}  (wall {metrics['timing']['wall_s']:.0f} s)")
-    return 0
+    except ValueError as err:  # bad option values: a usage error naming the option
+        build_parser().error(option_words(str(err), [(ToyConfig, "")]))
+    def body() -> int:
+        check_output_dir(cfg.out, "--out")
+        metrics = run(cfg)
+        print(f"report: {Path(cfg.out) / 'report.md'}  "
+              f"(wall {metrics['timing']['wall_s']:.0f} s)")
+        return 0
+
+    return guarded("python -m toy_problems", body)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, field
 
-from ebmref.cli import add_config_arguments, overrides_from_args
-from ebmref.validation import check_int_range, check_positive
+from ebmref.cli import ArgumentParser, add_config_arguments, overrides_from_args
+from ebmref.validation import check_int_range, check_nonnegative, check_positive
 from toy_problems.methods import MAIN_METHODS, METHOD_NAMES, Budget
 from toy_problems.targets import TARGETS
 
@@ -81,6 +81,7 @@ class ToyConfig:
         check_int_range(self.grid_expand, "grid_expand", 1)
         for name in ("step_size", "lr"):
             check_positive(getattr(self, name), name)
+        check_nonnegative(self.l2, "l2")
         if not (isinstance(self.beta1, float) and 0.0 <= self.beta1 < 1.0):
             raise ValueError(f"beta1: must be a number in [0, 1), got {self.beta1!r}")
         for name in ("grid_points_2d", "grid_points_1d"):
@@ -110,7 +111,7 @@ def quick_overrides() -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m toy_problems",
         description="Toy EBM experiments with exact likelihood: train every method on every "
                     "target, measure, and write report.md, metrics.json and config.json.")

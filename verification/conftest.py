@@ -1,12 +1,17 @@
 """Suite-wide pytest configuration: markers, the seeded ``rng`` fixture and the seed sweep.
 
-* ``@pytest.mark.stochastic`` marks a calibrated stochastic test (TESTING.md); an optional
-  ``alpha=`` keyword states its total false-failure rate (default ``verification.stats.ALPHA``).
+* ``@pytest.mark.stochastic`` marks a calibrated stochastic test (rules in the docstring of
+  verification/stats.py); an optional ``alpha=`` keyword states its total false-failure rate
+  (default ``verification.stats.ALPHA``).
 * ``rng``: a ``torch.Generator`` seeded from a stable hash of the test's node id, so every run
   of the suite sees the same numbers. With ``EBMREF_SEED=s`` in the environment the seed is
-  derived from (test, s) instead: fresh, still reproducible seeds.
-* ``--seed-sweep N`` or ``EBMREF_SEED_SWEEP=N`` (TESTING.md rule 8): collect only the stochastic tests and run each one
-  N times in the same process, with sweep seeds 1..N (parametrised ``[seed<k>]``).
+  derived from (test, s) instead: fresh, still reproducible seeds (this is how one seed of a
+  sweep is rerun).
+* ``--seed-sweep N`` (or ``EBMREF_SEED_SWEEP=N``): collect only the stochastic tests and run
+  each one N times in the same process, with the sweep seeds B, B + 1, …, B + N − 1
+  (parametrised ``[seed<k>]``). The base B is ``--seed-base`` (or ``EBMREF_SEED_BASE``) when
+  given, else drawn from the clock (microseconds, so two sweeps never share seeds); it is
+  printed in the report header, and a rerun with the same base reproduces the sweep.
   ``python -m verification.seed_sweep`` drives this and tabulates the failures per test.
 * torch runs single-threaded in the suite (``EBMREF_TEST_THREADS`` overrides): the tests are
   many small vectorised ops, and on a shared 2-core machine two OpenMP threads spinning
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import pytest
 import torch
@@ -29,8 +35,30 @@ SEED_ENV = "EBMREF_SEED"
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--seed-sweep", type=int, metavar="N",
                      default=int(os.environ.get("EBMREF_SEED_SWEEP", "0") or 0),
-                     help="run only the stochastic tests, each with fresh seeds 1..N "
+                     help="run only the stochastic tests, each with N fresh seeds "
                           "(default: $EBMREF_SEED_SWEEP or 0 = off)")
+    env_base = os.environ.get("EBMREF_SEED_BASE", "")
+    parser.addoption("--seed-base", type=int, metavar="B",
+                     default=int(env_base) if env_base else None,
+                     help="first sweep seed (seeds B..B+N-1; default: $EBMREF_SEED_BASE, else "
+                          "drawn from the clock and printed)")
+
+
+def clock_seed_base() -> int:
+    """A fresh sweep base from the clock: microseconds modulo 10¹², so sweeps started a second
+    or more apart use disjoint seed ranges for any N < 10⁶."""
+    return time.time_ns() // 1000 % 10**12
+
+
+def sweep_seeds(config: pytest.Config) -> range:
+    """The sweep seeds B..B+N−1 of this session (empty when the sweep is off)."""
+    n = config.getoption("--seed-sweep")
+    if n <= 0:
+        return range(0)
+    if config.getoption("--seed-base") is None:
+        config.option.seed_base = clock_seed_base()
+    base = config.getoption("--seed-base")
+    return range(base, base + n)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,12 +69,19 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: long-running tests, deselected by default")
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    seeds = sweep_seeds(config)
+    if not seeds:
+        return None
+    return f"seed sweep: base {seeds.start}, seeds {seeds.start}..{seeds.stop - 1} ({len(seeds)})"
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    n = metafunc.config.getoption("--seed-sweep")
-    if n > 0 and "ebmref_sweep_seed" in metafunc.fixturenames \
+    seeds = sweep_seeds(metafunc.config)
+    if seeds and "ebmref_sweep_seed" in metafunc.fixturenames \
             and metafunc.definition.get_closest_marker("stochastic") is not None:
-        metafunc.parametrize("ebmref_sweep_seed", range(1, n + 1), indirect=True,
-                             ids=[f"seed{k}" for k in range(1, n + 1)])
+        metafunc.parametrize("ebmref_sweep_seed", seeds, indirect=True,
+                             ids=[f"seed{k}" for k in seeds])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,8 +11,6 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal, kl_divergence
 
-from ebmref.samplers import decoupled_noise, effective_temperature, langevin_coefficients
-
 from ebmref.analytic import (
     gaussian_entropy,
     gaussian_kl,
@@ -22,6 +20,7 @@ from ebmref.analytic import (
     ula_gaussian_law,
     ula_stationary_covariance,
 )
+from ebmref.samplers import decoupled_noise, effective_temperature, langevin_coefficients
 
 F64 = torch.float64
 MU = torch.tensor([0.5, -1.0], dtype=F64)

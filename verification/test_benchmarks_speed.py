@@ -1,4 +1,4 @@
-"""Correctness of the speed paths (issue #7): closed-form gradients equal autograd, MALA costs one
+"""Correctness of the speed paths: closed-form gradients equal autograd, MALA costs one
 energy-and-gradient evaluation per step, and the benchmark scripts run end to end."""
 
 from __future__ import annotations

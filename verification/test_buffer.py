@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from scipy import stats
@@ -86,39 +87,96 @@ def test_fifo_overwrites_oldest_in_order():
     assert buf.ptr == 4 and buf.n_seen == 5 + 9
 
 
-@pytest.mark.stochastic
+RES_CAP, RES_PUSHED, RES_REPS = 8, 24, 3600  # 8 initial entries + 24 pushed, in batches of 8
+
+
+class _OffByOneReservoir(ReplayBuffer):
+    """Broken: the acceptance count one too small (c − 1): the 8 initial entries are kept with
+    probability 7/31 = 0.226 instead of 0.25, the 24 pushed ones with 8/31 = 0.258."""
+
+    def _reservoir_counts(self, n: int) -> torch.Tensor:
+        return self.n_seen + torch.arange(n, device=self.device, dtype=torch.float64)
+
+
+def _initial_kept_pmf(cap: int, pushed: int, count_offset: int = 0) -> np.ndarray:
+    """Exact law of the number of initial entries still in a full reservoir after ``pushed``
+    single pushes (sequential; a batch with "later wins" is the same): the state with count c
+    is accepted with probability min(1, cap/(c + count_offset)) and then replaces a uniform
+    slot, an initial entry with probability j/cap when j of them remain."""
+    pmf = np.zeros(cap + 1)
+    pmf[cap] = 1.0
+    for c in range(cap + 1, cap + pushed + 1):
+        a = min(1.0, cap / (c + count_offset))
+        lost = a * np.arange(cap + 1) / cap
+        pmf = pmf * (1 - lost) + np.append(pmf[1:] * lost[1:], 0.0)
+    return pmf
+
+
+def _sum_pmf(pmf: np.ndarray, reps: int) -> np.ndarray:
+    """Law of the sum of ``reps`` iid copies (FFT of the reps-fold convolution)."""
+    size = reps * (len(pmf) - 1) + 1
+    return np.clip(np.fft.irfft(np.fft.rfft(pmf, size) ** reps, size), 0.0, None)
+
+
+def _two_sided_pvalues(pmf: np.ndarray) -> np.ndarray:
+    """Exact two-sided p-value 2·min(P(S ≤ s), P(S ≥ s)) for every value s."""
+    return np.minimum(1.0, 2 * np.minimum(np.cumsum(pmf), np.cumsum(pmf[::-1])[::-1]))
+
+
+def _reservoir_pvalues(counts: torch.Tensor, initial_total: int, reps: int) -> dict[str, float]:
+    """Per position (8 initial entries, 24 pushed labels): inclusion count ~ Binomial(reps,
+    C/(C + N)) exactly; pooled: the initial entries kept, summed over reps, against its exact
+    law (reps-fold hypergeometric)."""
+    p_in = RES_CAP / (RES_CAP + RES_PUSHED)
+    p = {f"pos{i}": _binom_p(int(c), reps, p_in) for i, c in enumerate(counts)}
+    p["initial_pooled"] = float(_two_sided_pvalues(
+        _sum_pmf(_initial_kept_pmf(RES_CAP, RES_PUSHED), reps))[initial_total])
+    return p
+
+
+def _inclusion_counts(buffer_cls, replacement: str, reps: int, gen) -> tuple[torch.Tensor, int]:
+    """Fill with positions 0..C−1, push labels C..C+N−1 in batches of C; count per position
+    how often it is in the final buffer, and the initial entries kept in total."""
+    counts = torch.zeros(RES_CAP + RES_PUSHED)
+    for _ in range(reps):
+        buf = buffer_cls(RES_CAP, "noise", replacement=replacement,
+                         noise_fn=lambda n, g: torch.arange(n, dtype=torch.float64)[:, None])
+        buf.sample(1, gen)
+        for s in range(RES_CAP, RES_CAP + RES_PUSHED, RES_CAP):
+            buf.push(torch.arange(s, s + RES_CAP, dtype=torch.float64)[:, None], gen)
+        kept = buf.storage[:, 0].long()
+        assert kept.unique().numel() == RES_CAP  # no entry twice
+        counts[kept] += 1
+    return counts, int(counts[:RES_CAP].sum())
+
+
+@pytest.mark.stochastic(alpha=1.1e-6)
 def test_reservoir_keeps_a_uniform_sample_of_history(rng):
-    """After C initial entries and N pushed labels, every one of the C + N items is in the
-    buffer with probability C/(C + N) (reservoir sampling). Per-label binomial tests over R
-    independent replicates, Bonferroni over the N labels, α = 1e-6 in total. Power: the test
-    must see a label kept with probability 0 or 2·C/(C+N); the FIFO policy (broken variant:
-    keeps only the last C labels) fails the same assertion."""
-    cap, n_labels, batch, reps = 8, 24, 4, 300
-    p_in = cap / (cap + n_labels)
-    alpha_per = ALPHA / n_labels
-    assert _binom_power(reps, p_in, 0.0, alpha_per) >= 1 - 1e-3
-    assert _binom_power(reps, p_in, 2 * p_in, alpha_per) >= 1 - 1e-3
-    gen = rng
+    """After C = 8 initial entries and N = 24 pushed ones, every one of the 32 positions is in
+    the buffer with probability C/(C + N) = 1/4 (reservoir sampling): 32 per-position exact
+    binomial tests over R = 3600 independent replicates, plus the pooled count of initial
+    entries kept against its exact law; α = 1e-6 over the 33 p-values. Power from the exact law
+    of the off-by-one variant (acceptance count c − 1: initial entries 0.226 instead of 0.25):
+    the pooled test misses it with probability ≤ 1e-7 (so the test's total false-failure rate is
+    ≤ 1.1e-6), and the off-by-one buffer fails the same assertion; so does FIFO (keeps only the
+    last C labels, 200 replicates suffice)."""
+    m = RES_CAP + RES_PUSHED + 1
+    null = _sum_pmf(_initial_kept_pmf(RES_CAP, RES_PUSHED), RES_REPS)
+    reject = _two_sided_pvalues(null) < ALPHA / m
+    off_by_one = _sum_pmf(_initial_kept_pmf(RES_CAP, RES_PUSHED, count_offset=-1), RES_REPS)
+    assert float(off_by_one[~reject].sum()) <= 1e-7
+    hypergeom = stats.hypergeom.pmf(np.arange(RES_CAP + 1), RES_CAP + RES_PUSHED, RES_CAP,
+                                    RES_CAP)
+    np.testing.assert_allclose(_initial_kept_pmf(RES_CAP, RES_PUSHED), hypergeom, atol=1e-12)
 
-    def inclusion_counts(replacement):
-        counts = torch.zeros(n_labels)
-        for _ in range(reps):
-            buf = ReplayBuffer(cap, "noise", noise_fn=UniformNoise((1,), -2.0, -1.0),
-                               replacement=replacement)
-            buf.sample(1, gen)
-            for s in range(0, n_labels, batch):
-                buf.push(torch.arange(s, s + batch, dtype=torch.float32)[:, None], gen)
-            kept = buf.storage[:, 0]
-            kept = kept[kept >= 0].long()
-            assert kept.unique().numel() == kept.numel()  # no label twice
-            counts[kept] += 1
-        return counts
-
-    counts = inclusion_counts("reservoir")
-    assert_pvalues({f"label{i}": _binom_p(int(c), reps, p_in) for i, c in enumerate(counts)})
-    fifo = inclusion_counts("fifo")
+    assert_pvalues(_reservoir_pvalues(*_inclusion_counts(ReplayBuffer, "reservoir", RES_REPS,
+                                                         rng), RES_REPS), ALPHA)
     with pytest.raises(AssertionError):
-        assert_pvalues({f"label{i}": _binom_p(int(c), reps, p_in) for i, c in enumerate(fifo)})
+        assert_pvalues(_reservoir_pvalues(*_inclusion_counts(_OffByOneReservoir, "reservoir",
+                                                             RES_REPS, rng), RES_REPS), ALPHA)
+    with pytest.raises(AssertionError):
+        assert_pvalues(_reservoir_pvalues(*_inclusion_counts(ReplayBuffer, "fifo", 200, rng),
+                                          200), ALPHA)
 
 
 def test_reproducible_and_state_dict_roundtrip():

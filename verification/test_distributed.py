@@ -38,8 +38,8 @@ import torch.multiprocessing as mp
 
 from ebmref import distributed
 from ebmref.checkpoint import load_checkpoint
-from ebmref.energy import Gaussian
 from ebmref.config import TrainConfig, with_overrides
+from ebmref.energy import Gaussian
 from ebmref.training import train
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),

@@ -27,6 +27,8 @@ from verification.stats import (
     assert_pvalues,
     dilation_ks_distance,
     ks_pvalue,
+    normal_pvalues,
+    z_test_power,
 )
 
 F64 = torch.float64
@@ -54,7 +56,8 @@ def mixture():
     (lambda: GaussianMixture([0.0], [[0.0, 0.0], [1.0, 1.0]], 1.0), "logits"),
     (lambda: GaussianMixture([0.0, 0.0], [[0.0, 0.0], [1.0, 1.0]], [1.0, 1.0, 1.0]), "covariances"),
     (lambda: GaussianMixture([0.0, 0.0], [[0.0, 0.0], [1.0, 1.0]],
-                             [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, -1.0]]]), "covariances[1]"),
+                             [[[1.0, 0.0], [0.0, 1.0]], [[1.0, 0.0], [0.0, -1.0]]]),
+     "covariances[1]"),
     (lambda: GaussianMixture([0.0, 0.0], [0.0, 1.0], 1.0), "means"),
     (lambda: DoubleWell(a=0.0), "a"),
     (lambda: DoubleWell(a=-1.0), "a"),
@@ -208,3 +211,83 @@ def test_mixture_sample_is_exact(rng):
                                       upper=False)[:, 0] * math.sqrt(n)
     p_mean = min(1.0, 2 * float(np.min(2 * stats.norm.sf(np.abs(z.numpy())))))
     assert_pvalues({"ks_e1": p_ks, "mean": p_mean}, ALPHA)
+
+
+def _correlated_mixture(cls=GaussianMixture) -> GaussianMixture:
+    """3 components in 2-D with strongly correlated / anisotropic covariances (LᵀL ≠ LLᵀ)."""
+    return cls([0.0, 0.4, -0.3], [[-2.0, 0.0], [1.5, 1.0], [0.5, -2.0]],
+               [[[1.0, 0.8], [0.8, 1.0]], [[0.3, -0.25], [-0.25, 0.6]], [[2.0, 0.0], [0.0, 0.2]]],
+               dtype=F64)
+
+
+class _TransposedFactorMixture(GaussianMixture):
+    """Broken: the sampler applies Lᵀ instead of L (component covariance LᵀL)."""
+
+    def sample(self, n, generator=None):
+        with torch.no_grad():
+            idx = torch.multinomial(self.weights, n, replacement=True, generator=generator)
+            eps = torch.randn(n, self.dim, generator=generator, dtype=F64)
+            return self.means[idx] + (torch.tril(self.scale_trils)[idx].mT @ eps[..., None])[..., 0]
+
+
+def _mixture_moments(gm: GaussianMixture, transposed: bool = False):
+    """Exact mean m, covariance S and, in whitened coordinates z = L_S⁻¹(x − m), the per-
+    component means a_k and covariances B_k (component covariance LLᵀ, or LᵀL if
+    ``transposed``)."""
+    w, mu = gm.weights.detach(), gm.means.detach()
+    L = torch.tril(gm.scale_trils.detach())
+    c = L.mT @ L if transposed else L @ L.mT
+    m = w @ mu
+    s = torch.einsum("k,kij->ij", w, c + torch.einsum("ki,kj->kij", mu - m, mu - m))
+    inv = torch.linalg.inv(torch.linalg.cholesky(s))
+    return m, s, inv, (mu - m) @ inv.T, inv @ c @ inv.T
+
+
+def _whitened_second_moment_sd(gm: GaussianMixture) -> np.ndarray:
+    """sd of z_i z_j (i ≤ j) under the exact mixture, from its 4th moments: for z ~ N(a, B),
+    E[z_i² z_j²] = a_i²a_j² + a_i²B_jj + a_j²B_ii + 4a_i a_j B_ij + B_ii B_jj + 2B_ij²."""
+    w = gm.weights.detach()
+    _, _, _, a, b = _mixture_moments(gm)
+    out = []
+    for i, j in zip(*np.triu_indices(gm.dim)):
+        ai, aj, bii, bjj, bij = a[:, i], a[:, j], b[:, i, i], b[:, j, j], b[:, i, j]
+        e4 = w @ (ai**2 * aj**2 + ai**2 * bjj + aj**2 * bii + 4 * ai * aj * bij + bii * bjj
+                  + 2 * bij**2)
+        out.append(float(e4 - (w @ (bij + ai * aj)) ** 2))
+    return np.sqrt(out)
+
+
+def _mixture_covariance_pvalues(x: torch.Tensor, gm: GaussianMixture) -> dict[str, float]:
+    """Whitened with the exact law, z = L_S⁻¹(x − m) has mean 0 and covariance I: z-tests (CLT,
+    exact null variances) of the 2 means and the 3 entries of mean(z zᵀ) − I. The entries fix
+    the covariance in every direction."""
+    m, _, inv, _, _ = _mixture_moments(gm)
+    z = (x - m) @ inv.T
+    n = x.shape[0]
+    iu = np.triu_indices(gm.dim)
+    second = (z[:, :, None] * z[:, None, :]).mean(0).numpy()[iu] - np.eye(gm.dim)[iu]
+    p = normal_pvalues(second, 0.0, _whitened_second_moment_sd(gm) / math.sqrt(n))
+    p_mean = normal_pvalues(z.mean(0).numpy(), 0.0, 1.0 / math.sqrt(n))
+    return {**{f"cov{i}{j}": float(v) for i, j, v in zip(*iu, p)},
+            **{f"mean{i}": float(v) for i, v in enumerate(p_mean)}}
+
+
+@pytest.mark.stochastic(alpha=1.1e-6)
+def test_mixture_sample_covariance_in_every_direction(rng):
+    """GaussianMixture.sample (3 correlated components, n = 150k) against the exact mixture
+    mean and covariance: α = 1e-6 over 5 p-values. Power from the design: any 5 % variance error
+    along any direction moves an entry of the whitened covariance by ≥ 0.05/d, detected with
+    probability ≥ 1 − 1e-3; the Lᵀ-instead-of-L sampler (broken variant) is missed with
+    probability ≤ 1e-7 and fails the same assertion."""
+    gm, n, m_tests = _correlated_mixture(), 150_000, 5
+    sd = _whitened_second_moment_sd(gm) / math.sqrt(n)
+    assert z_test_power(np.full(3, 0.05 / gm.dim), sd, ALPHA / m_tests)
+    _, _, inv, _, _ = _mixture_moments(gm)
+    s_t = _mixture_moments(gm, transposed=True)[1]
+    effect = (inv @ s_t @ inv.T - torch.eye(2, dtype=F64)).numpy()[np.triu_indices(2)]
+    assert z_test_power(np.abs(effect).max(), sd[np.abs(effect).argmax()], ALPHA / m_tests,
+                        beta=1e-7)
+    assert_pvalues(_mixture_covariance_pvalues(gm.sample(n, rng), gm), ALPHA)
+    broken = _correlated_mixture(_TransposedFactorMixture)
+    with pytest.raises(AssertionError):
+        assert_pvalues(_mixture_covariance_pvalues(broken.sample(n, rng), gm), ALPHA)

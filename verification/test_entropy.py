@@ -29,7 +29,8 @@ def test_kl_estimator_by_hand_on_a_small_set():
                     + float(torch.log(rho).mean()))
         assert float(kozachenko_leonenko(x, k=k)) == pytest.approx(expected, abs=1e-13)
     ref = torch.tensor([[0.5], [10.0]], dtype=DT)
-    expected = special.digamma(3) - special.digamma(1) + math.log(2.0) + math.log(0.5 * 0.5 * 2.5) / 3
+    expected = (special.digamma(3) - special.digamma(1) + math.log(2.0)
+                + math.log(0.5 * 0.5 * 2.5) / 3)
     assert float(kozachenko_leonenko(x, reference=ref)) == pytest.approx(expected, abs=1e-13)
 
 

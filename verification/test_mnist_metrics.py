@@ -78,5 +78,6 @@ def test_confident_digit_entropy_ignores_noise_images():
     torch.manual_seed(0)
     m = sample_metrics(DigitClassifier(), torch.rand(8, 1, 28, 28))
     # an untrained classifier is never confident: no confident samples, entropy undefined
-    assert m["confident_fraction"] == 0.0 and math.isnan(m["confident_digit_entropy"])
+    assert m["confident_fraction"] == 0.0 and m["confident_digit_entropy"] is None
+    assert "confidence" in m["confident_digit_entropy_missing"]  # the reason, beside the null
     assert sum(m["confident_digit_histogram"]) == 0 and sum(m["digit_histogram"]) == 8

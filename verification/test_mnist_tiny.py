@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from ebmref.config import SamplerConfig
 from mnist.classifier import load_or_train_classifier
 from mnist.data import load_mnist
-from ebmref.config import SamplerConfig
 from mnist.evaluate import Evaluator
 from mnist.presets import PRESETS, resolve
 from mnist.runs import load_chains, load_trained
@@ -114,8 +114,8 @@ def test_presets_and_overrides():
 
 def test_command_line_maps_onto_the_dataclasses():
     """Dotted kebab-case options, and the flat spellings of earlier versions as aliases."""
-    from mnist.train import build_parser
     from ebmref.cli import overrides_from_args
+    from mnist.train import build_parser
 
     p = build_parser()
     args = p.parse_args(["--sampler.noise", "none", "--optim.betas", "0,0.9", "--clamp", "none",
@@ -147,8 +147,32 @@ def test_every_study_scale_resolves_to_valid_configs():
     assert set(GROUPS["all"]) == set(SETS)
 
 
+def _strict(text: str):
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def assert_strict_json(directory) -> int:
+    """Every .json / .jsonl file under ``directory`` parses with a strict parser (no NaN,
+    Infinity); returns how many files were checked."""
+    from pathlib import Path
+
+    files = [p for p in Path(directory).rglob("*") if p.suffix in (".json", ".jsonl")]
+    for p in files:
+        for part in ([p.read_text()] if p.suffix == ".json" else p.read_text().splitlines()):
+            _strict(part)
+    return len(files)
+
+
+def test_strict_parser_refuses_nan():
+    with pytest.raises(ValueError, match="NaN"):
+        _strict('{"x": NaN}')
+
+
 def test_run_section6_tiny_study(tmp_path):
-    """The one-command study runs end to end on CPU with --tiny (~10 s)."""
+    """The one-command study runs end to end on CPU with --tiny; every JSON it writes (runs,
+    samples, reference, timing) is strict JSON; its table says it is a smoke run."""
     from mnist.run_section6 import main as study_main
 
     assert study_main(["--study", str(tmp_path), "--tiny"]) == 0
@@ -156,3 +180,5 @@ def test_run_section6_tiny_study(tmp_path):
     assert (tmp_path / "figures" / "fig5.png").is_file()
     table = (tmp_path / "figures" / "metrics.md").read_text()
     assert "true_cd_noise" in table and "elastic_noise_elastic" in table
+    assert table.startswith("**SMOKE RUN")
+    assert assert_strict_json(tmp_path) >= 15

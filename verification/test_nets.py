@@ -1,5 +1,6 @@
 """Software tests of the neural energies (ebmref/nets.py): shapes, the IGEBM architecture as
-PEERS.md describes it, spectral normalisation on every layer, the multi-scale sum."""
+read from IGEBM's code (Du & Mordatch, 2019), spectral normalisation on every layer, the
+multi-scale sum."""
 
 from __future__ import annotations
 

@@ -148,7 +148,8 @@ def test_differentiable_steps_carry_the_parameter_graph():
     out2 = langevin(g, x0, 2, 0.2, noise=0.0, differentiable_steps=2)
     (d_mu2,) = torch.autograd.grad(out2.x.sum(), g.mu)
     A = torch.eye(2, dtype=F64) - 0.2 * g.precision.detach()
-    torch.testing.assert_close(d_mu2, 4 * (torch.eye(2, dtype=F64) - A @ A).T @ torch.ones(2, dtype=F64),
+    torch.testing.assert_close(d_mu2,
+                               4 * (torch.eye(2, dtype=F64) - A @ A).T @ torch.ones(2, dtype=F64),
                                rtol=0, atol=1e-12)
     assert not langevin(g, x0, 3, 0.2, noise=0.0).x.requires_grad
 

@@ -52,7 +52,8 @@ def _converged_to_mle(mu, scale_tril, m_d, c_d) -> bool:
 
 def test_c10_positive_phase_alone_flattens_the_energy():
     """C10: positive phase alone: log det Σ increases between all records (every 10 of 800 steps),
-    L₊ falls like t^{−0.5} over steps 400–800 (fitted slope within ±0.05) and the largest energy among probe points
+    L₊ falls like t^{−0.5} over steps 400–800 (fitted slope within ±0.05) and the largest energy
+    among probe points
     drops by more than 4×; the fit is not the MLE. With the negative phase the same descent
     converges to (m_d, C_d) to 1e-8 and does not flatten (each assertion fails on the other)."""
     mu, s, m_d, c_d, l_pos, log_det, max_e = _descend(with_negative=False)

@@ -70,7 +70,7 @@ def test_c15_cd_star_field_is_not_a_gradient(kernel):
     J₁₂ ≈ 0.30) and its circulation around a loop of radius 0.2 is nonzero (−2.7e-3 OU,
     −3.5e-3 ULA; ~1e-18 for ∇L_CD); a gradient field has a symmetric
     Jacobian (Hessian) and zero circulation — checked on ∇L_CD and ∇L_NLL (the 'broken'
-    variants of the asymmetry assertion: they must fail it)."""
+    variants of the asymmetry assertion: their asymmetry is < 1e-10)."""
     theta0 = _theta_leaf([0.3, 1.3])
     j_star = _jacobian(lambda th: cd_star_field(th, kernel), theta0)
     asym = float((j_star - j_star.T).abs().max())
@@ -85,8 +85,6 @@ def test_c15_cd_star_field_is_not_a_gradient(kernel):
         j = _jacobian(field, theta0)
         assert float((j - j.T).abs().max()) < 1e-10, name
         assert abs(_circulation(field, theta0.detach(), 0.2, n=64)) < 1e-10, name
-        # The same asymmetry assertion fails for a true gradient field.
-        assert not float((j - j.T).abs().max()) > 1e-2
 
 
 def _persistent_vs_long(delta: float, kernel: str, restart: bool = False) -> tuple[float, float]:
@@ -119,4 +117,3 @@ def test_c17_persistent_chains_approximate_one_long_chain(kernel):
     assert abs(slope_kl - 2.0) < 0.05, slope_kl
     restarted = [_persistent_vs_long(float(d), kernel, restart=True)[0] for d in deltas]
     assert min(restarted) > 1e-2  # broken variant: no convergence as δ → 0
-    assert not (max(restarted) < 100 * kls[-1])

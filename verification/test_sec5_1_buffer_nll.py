@@ -166,7 +166,8 @@ def test_cd_negatives_depend_on_the_data(rng):
     """CD-t (chains started at the data batch, t = 2 rounds, no buffer): the negatives follow
     OU^t(p_data) exactly (calibrated whitened test, iid chains) — so two datasets N(±1.5, 0.5²)
     give detectably different negatives (two-sample KS; its power is asserted from the exact
-    laws), although p_θ is the same. The law check is powered for a 5 % variance error. α = 1e-6 split: 3 p-values per Gaussian law check × 2
+    laws), although p_θ is the same. The law check is powered for a 5 % variance error.
+    α = 1e-6 split: 3 p-values per Gaussian law check × 2
     datasets + 1 KS (7 in total)."""
     energy, t, n, sd = _target(), 2, 60_000, 0.5
     alpha_per = ALPHA / 7

@@ -45,7 +45,8 @@ def test_dkwm_and_ks_min_detectable():
     d = ks_min_detectable(10_000, 1e-6, 1e-3)
     assert d == pytest.approx(dkwm_epsilon(10_000, 1e-6) + dkwm_epsilon(10_000, 1e-3))
     # Two equal samples of size n behave like one of size n/2.
-    assert ks_min_detectable(10_000, 1e-6, n2=10_000) == pytest.approx(ks_min_detectable(5_000, 1e-6))
+    assert ks_min_detectable(10_000, 1e-6, n2=10_000) == \
+        pytest.approx(ks_min_detectable(5_000, 1e-6))
     with pytest.raises(ValueError):
         dkwm_epsilon(0, 0.1)
 

@@ -3,7 +3,8 @@ the claims study's parts: quadrature validity, the stopping rule, per-member rat
 the claim metrics on cases with known answers, its config and a smoke run.
 
 Stochastic tests state α (total false-failure rate, Bonferroni over their p-values), assert their
-own power, and show a deliberately broken variant failing the same assertion (TESTING.md).
+own power, and show a deliberately broken variant failing the same assertion (rules in
+verification/stats.py).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import torch
 
 from ebmref.buffer import ReplayBuffer
 from ebmref.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ebmref.nets import MLPEnergy
 from ebmref.config import TrainConfig, with_overrides
+from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, train
 from ebmref.transitions import SymmetryMove
 
@@ -102,7 +102,8 @@ def test_resume_is_bitwise_identical(tmp_path, rng, overrides):
     for k, v in a["optimizer"]["state"].items():
         for name, t in v.items():
             assert torch.equal(t, b["optimizer"]["state"][k][name])
-    assert _records(tmp_path / "one" / "metrics.jsonl") == _records(tmp_path / "two" / "metrics.jsonl")
+    assert _records(tmp_path / "one" / "metrics.jsonl") == \
+        _records(tmp_path / "two" / "metrics.jsonl")
 
 
 def test_resume_without_checkpoint_is_not_identical_to_continuing(tmp_path, rng):
@@ -538,6 +539,6 @@ def test_train_step_writes_chain_ends_back_to_the_buffer(rng, replacement, monke
             assert bool((old | new).all()) and bool((new & ~old).any())
 
     check(_step_setup(1, buffer__replacement=replacement))
-    monkeypatch.setattr(ReplayBuffer, "push", lambda self, x, generator=None: None)
+    monkeypatch.setattr(ReplayBuffer, "push", lambda self, x, generator=None, **kw: None)
     with pytest.raises(AssertionError):
         check(_step_setup(1, buffer__replacement=replacement))

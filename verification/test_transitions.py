@@ -1,8 +1,11 @@
 """Tests of the transitions (ebmref/transitions.py): reproducibility from the generator,
 differentiability of the elastic deformation, torchvision augmentation without touching the
-global RNG, symmetry moves drawing group elements uniformly."""
+global RNG, symmetry moves: group validation, each chain mapped by the element drawn for it,
+elements drawn uniformly."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -62,6 +65,75 @@ def test_symmetry_groups_are_groups():
         # closed under composition: every product is an element of the group
         dist = (prods[:, None] - g[None]).flatten(2).abs().amax(-1).amin(-1)
         assert dist.max() < 1e-12
+
+
+def _rotation(a: float) -> torch.Tensor:
+    return torch.tensor([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]],
+                        dtype=torch.float64)
+
+
+def _conjugated_rotations_3d(n: int, seed: int) -> torch.Tensor:
+    """Q diag(R_k, 1) Qᵀ, k = 0..n−1, for a random orthogonal Q: a cyclic group of 3-D maps with
+    no special structure (not symmetric, not sparse)."""
+    q, _ = torch.linalg.qr(torch.randn(3, 3, generator=_gen(seed), dtype=torch.float64))
+    g = torch.zeros(n, 3, 3, dtype=torch.float64)
+    g[:, 2, 2] = 1.0
+    for k in range(n):
+        g[k, :2, :2] = _rotation(2 * math.pi * k / n)
+    return q @ g @ q.T
+
+
+def test_symmetry_move_accepts_groups_and_rejects_other_sets():
+    """A user-given group (conjugated C₅ in 3-D, the checkerboard's Klein group) is accepted;
+    a set of orthogonal matrices without the identity, or not closed under products, is
+    rejected with a ValueError naming ``group``."""
+    SymmetryMove(_conjugated_rotations_3d(5, 0))
+    swap = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    eye = torch.eye(2, dtype=torch.float64)
+    SymmetryMove(torch.stack([eye, -eye, swap, -swap]).float())
+    quarter = [_rotation(k * math.pi / 2) for k in range(4)]
+    with pytest.raises(ValueError, match="group: the identity"):
+        SymmetryMove(torch.stack(quarter[1:]))
+    with pytest.raises(ValueError, match=r"group: not closed under products \(group\[1\] @ "
+                                         r"group\[1\]"):
+        SymmetryMove(torch.stack(quarter[:2]))
+    with pytest.raises(ValueError, match="group: not closed"):
+        SymmetryMove(_conjugated_rotations_3d(5, 0)[:4])
+
+
+def _check_maps_by_drawn_element(move: SymmetryMove, n: int, gen: torch.Generator) -> None:
+    """Each chain at e₁ goes to G_k e₁ for the element k drawn for it: the draws are replayed
+    from the same generator state (``__call__`` draws k first), and ``apply`` is checked on
+    every element."""
+    d = move.group.shape[1]
+    e1 = torch.zeros(n, d, dtype=torch.float64)
+    e1[:, 0] = 1.0
+    state = gen.get_state()
+    y = move(e1, gen)
+    replay = torch.Generator().manual_seed(0)
+    replay.set_state(state)
+    k = torch.randint(0, move.group.shape[0], (n,), generator=replay)
+    torch.testing.assert_close(y, move.group[k][:, :, 0], rtol=0, atol=1e-12)
+    every = torch.arange(move.group.shape[0])
+    torch.testing.assert_close(move.apply(e1[: len(every)], every), move.group[:, :, 0],
+                               rtol=0, atol=1e-12)
+
+
+class _TransposedMove(SymmetryMove):
+    """Broken: the row-vector convention x ↦ xG = Gᵀx (invisible in law: Gᵀ = G⁻¹ is drawn as
+    often as G)."""
+
+    def apply(self, x, k):
+        return (x[:, None, :] @ self.group.to(x.dtype)[k])[:, 0]
+
+
+@pytest.mark.parametrize("make", [lambda cls: cls.rotations(8),
+                                  lambda cls: cls(_conjugated_rotations_3d(5, 1))],
+                         ids=["rotations8", "conjugated_c5_3d"])
+def test_symmetry_move_maps_each_chain_by_its_drawn_element(make):
+    _check_maps_by_drawn_element(make(SymmetryMove), 64, _gen(3))
+    with pytest.raises(AssertionError):  # broken: Gᵀ instead of G
+        _check_maps_by_drawn_element(make(_TransposedMove), 64, _gen(3))
 
 
 @pytest.mark.stochastic
