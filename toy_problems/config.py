@@ -8,8 +8,10 @@ from dataclasses import dataclass, field
 
 from ebmref.cli import ArgumentParser, add_config_arguments, overrides_from_args
 from ebmref.validation import check_int_range, check_nonnegative, check_positive
-from toy_problems.methods import METHOD_NAMES, Budget
+from toy_problems.methods import MAIN_METHODS, METHOD_NAMES, Budget
 from toy_problems.targets import TARGETS
+
+MAIN_TARGETS = ("ring8", "two_modes", "checkerboard", "bimodal_1d")
 
 QUICK_METHODS = ("nll", "cd10", "true_cd", "nll_kl_du2020", "nll_teleport")
 QUICK_TARGETS = ("ring8", "bimodal_1d")
@@ -28,8 +30,8 @@ class ToyConfig:
     """
 
     out: str = "runs/toy"
-    targets: list[str] = field(default_factory=lambda: list(TARGETS))
-    methods: list[str] = field(default_factory=lambda: list(METHOD_NAMES))
+    targets: list[str] = field(default_factory=lambda: list(MAIN_TARGETS))
+    methods: list[str] = field(default_factory=lambda: list(MAIN_METHODS))
     seeds: int = 3
     # the training budget every method shares (defaults from methods.Budget)
     steps: int = Budget.steps
@@ -62,8 +64,9 @@ class ToyConfig:
 
     def validate(self) -> None:
         for t in self.targets:
-            if t not in TARGETS:
-                raise ValueError(f"targets: {t!r} is not one of {tuple(TARGETS)}")
+            if t not in TARGETS or TARGETS[t]().dim > 2:
+                raise ValueError(f"targets: {t!r} is not one of the 1-D/2-D targets "
+                                 f"{tuple(k for k in TARGETS if TARGETS[k]().dim <= 2)}")
         for m in self.methods:
             if m not in METHOD_NAMES:
                 raise ValueError(f"methods: {m!r} is not one of {METHOD_NAMES}")

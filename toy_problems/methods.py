@@ -15,7 +15,12 @@ true_cd        the paper's true CD: buffer from data, 10 % of starts re-picked f
 nll_kl_du2020  nll + Du et al. (2020)'s KL loss with their published sign (minimises KL[q‖p])
 nll_kl_cd      nll + the KL loss with the sign CD requires (maximises KL[q‖p], §4.2)
 nll_teleport   nll + a symmetry "teleport" move every 5 sampler steps (§5.3.2)
+du_kl_du2020   nll_du + the KL loss with Du et al. (2020)'s sign (the claim C26's own regime)
+du_kl_cd       nll_du + the KL loss with the CD sign
 ============== ==============================================================================
+
+The last two are used by the claims study only (:mod:`toy_problems.study`); the default report
+trains :data:`MAIN_METHODS`.
 
 The energy is E_θ(x) = MLP_θ(x) + ‖x‖²/(2R²) (:class:`ConfinedEnergy`): the fixed, weak
 quadratic term makes Z_θ finite for every θ (a Swish MLP grows at most linearly), so the exact
@@ -113,8 +118,13 @@ METHODS: dict[str, Method] = {m.name: m for m in (
            {**_KL, "kl.sign": "cd"}),
     Method("nll_teleport", "nll + symmetry move every 5 steps", "§5.3.2",
            {"sampler.transition_every": 5}, teleport=True),
+    Method("du_kl_du2020", "nll_du + KL loss, Du 2020 sign (min KL), entropy 0.3", "§5.4.4",
+           {**_KL, "kl.sign": "du2020"}, du_step=True),
+    Method("du_kl_cd", "nll_du + KL loss, CD sign (max KL), entropy 0.3", "§4.2",
+           {**_KL, "kl.sign": "cd"}, du_step=True),
 )}
 METHOD_NAMES = tuple(METHODS)
+MAIN_METHODS = METHOD_NAMES[:9]  # the default report's methods (not the du_kl_* pair)
 
 
 def confinement_radius(target: Target) -> float:

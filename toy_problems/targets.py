@@ -24,7 +24,7 @@ import torch
 from scipy import stats
 from torch import Tensor
 
-from ebmref.energy import GaussianMixture
+from ebmref.energy import Energy, GaussianMixture
 from ebmref.validation import check_choice, check_positive
 
 
@@ -40,6 +40,9 @@ class Target:
     # Share of the step budget this target trains for: 8 modes / 8 squares need the full
     # budget to break the rotational symmetry of the first (annulus-like) fit; 2 modes do not.
     steps_factor: float = 1.0
+    # Coordinate blocks of a factorised model (toy_problems.fit.BlockSumEnergy): the model is
+    # a sum of one network per block, so log Z is a sum of low-dimensional quadratures.
+    blocks: tuple[tuple[int, ...], ...] | None = None
 
     @property
     def n_modes(self) -> int:
@@ -58,6 +61,14 @@ class Target:
         raise NotImplementedError
 
     def core_of(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def distance_to_support(self, x: Tensor) -> Tensor:
+        """Euclidean distance from each point to the support region (0 inside it)."""
+        raise NotImplementedError
+
+    def true_energy(self) -> Energy:
+        """A differentiable energy of p_data (up to a constant) for control chains."""
         raise NotImplementedError
 
 
@@ -107,6 +118,13 @@ class MixtureTarget(Target):
         d, k = self._nearest(x)
         return torch.where(d < 1.0, k, torch.full_like(k, -1))
 
+    def distance_to_support(self, x: Tensor) -> Tensor:
+        d = torch.cdist(x.to(torch.float64), self.means).min(-1).values
+        return (d - self.r_support * self.std).clamp_min(0.0)
+
+    def true_energy(self) -> Energy:
+        return self.mixture
+
 
 class CheckerboardTarget(Target):
     """Uniform density on the 8 black unit squares of a 4×4 board on [−2, 2]²
@@ -140,10 +158,53 @@ class CheckerboardTarget(Target):
     def core_of(self, x: Tensor) -> Tensor:
         return self._square(x, 0.25)
 
+    def distance_to_support(self, x: Tensor) -> Tensor:
+        rel = x.to(torch.float64)[:, None, :] - self.corners[None]  # (B, 8, 2)
+        gap = (-rel).clamp_min(0) + (rel - 1.0).clamp_min(0)  # per-axis distance to square
+        return gap.norm(dim=-1).min(-1).values
+
+    def true_energy(self) -> Energy:
+        return SmoothedCheckerboard(self.corners, CHECKERBOARD_SMOOTHING)
+
     def log_prob(self, x: Tensor) -> Tensor:
         inside = self.in_support(x)
         return torch.where(inside, torch.tensor(-math.log(8.0), dtype=torch.float64),
                            torch.tensor(-math.inf, dtype=torch.float64))
+
+
+CHECKERBOARD_SMOOTHING = 0.15
+"""Gaussian blur (sd) of the checkerboard's true energy for control chains: p_data has no
+gradient inside a square and is 0 outside, so chains run on p_data * N(0, s²I). s = 0.15 keeps
+ULA at λ = 0.02 stable (curvature ≤ 1/s² outside the squares, λ/(2s²) = 0.44 < 1)."""
+
+
+def _log_interval_mass(x: Tensor, a: Tensor, s: float) -> Tensor:
+    """log P(a ≤ x + sZ ≤ a + 1) = log[Φ((a + 1 − x)/s) − Φ((a − x)/s)], computed on the side
+    of the interval's midpoint where both terms are upper tails (no cancellation)."""
+    u, v = (a + 1.0 - x) / s, (a - x) / s
+    right = x > a + 0.5  # left of the midpoint Φ(u) − Φ(v) = Φ(−v) − Φ(−u) (lower tails)
+    hi = torch.where(right, u, -v)
+    lo = torch.where(right, v, -u)
+    log_hi, log_lo = torch.special.log_ndtr(hi), torch.special.log_ndtr(lo)
+    return log_hi + torch.log1p(-torch.exp((log_lo - log_hi).clamp(max=-1e-12)))
+
+
+class SmoothedCheckerboard(Energy):
+    """E(x) = −log[p_checkerboard * N(0, s²I)](x): the true density of the checkerboard
+    blurred by a Gaussian of sd s (a product of 1-D interval probabilities per square)."""
+
+    def __init__(self, corners: Tensor, smoothing: float):
+        super().__init__()
+        check_positive(smoothing, "smoothing")
+        self.register_buffer("corners", corners.to(torch.float64))
+        self.smoothing = float(smoothing)
+        self.event_shape = (2,)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x64 = x.to(torch.float64)[:, None, :]  # (B, 1, 2)
+        per_axis = _log_interval_mass(x64, self.corners[None], self.smoothing)  # (B, 8, 2)
+        log_p = torch.logsumexp(per_axis.sum(-1), -1) - math.log(8.0)
+        return (-log_p).to(x.dtype)
 
 
 def ring8() -> MixtureTarget:
@@ -166,12 +227,39 @@ def bimodal_1d() -> MixtureTarget:
                          symmetry="flip_x", steps_factor=0.4)
 
 
+def bimodal_1d_equal() -> MixtureTarget:
+    """bimodal_1d with equal weights 0.5 N(−1, 0.4²) + 0.5 N(1, 0.4²): no mode is heavier, so
+    the tempered law p^{1/T} of a correct model favours neither (C28's control)."""
+    return MixtureTarget("bimodal_1d_equal", [0.5, 0.5], [[-1.0], [1.0]], std=0.4, margin=2.0,
+                         symmetry="flip_x", steps_factor=0.4)
+
+
+HD_DIM = 6
+
+
+def ring8_hd() -> MixtureTarget:
+    """ring8 in (x₁, x₂) times independent N(0, 0.2²) extra coordinates x₃ … x₆ (d = 6): the
+    same 8 modes, now with 4 empty directions where a network can place spurious modes (C16).
+    Box: the ring's square in (x₁, x₂), ±1.5 (7.5 sd) in the extra coordinates. Models of it
+    are factorised, E = MLP(x₁, x₂) + Σⱼ MLPⱼ(xⱼ) (``blocks``), so the likelihood stays exact
+    (a 2-D and four 1-D quadratures)."""
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    means = torch.zeros(8, HD_DIM, dtype=torch.float64)
+    means[:, 0], means[:, 1] = 2.0 * torch.cos(angles), 2.0 * torch.sin(angles)
+    t = MixtureTarget("ring8_hd", torch.ones(8), means, std=0.2, margin=1.5, symmetry="rot8")
+    lo, hi = min(b[0] for b in t.bounds[:2]), max(b[1] for b in t.bounds[:2])
+    t.bounds = ((lo, hi), (lo, hi), *t.bounds[2:])
+    t.blocks = ((0, 1), *((j,) for j in range(2, HD_DIM)))
+    return t
+
+
 def checkerboard() -> CheckerboardTarget:
     return CheckerboardTarget()
 
 
 TARGETS = {"ring8": ring8, "two_modes": two_modes, "checkerboard": checkerboard,
-           "bimodal_1d": bimodal_1d}
+           "bimodal_1d": bimodal_1d, "bimodal_1d_equal": bimodal_1d_equal,
+           "ring8_hd": ring8_hd}
 
 
 def make_target(name: str) -> Target:
