@@ -74,8 +74,10 @@ def landscapes(target: Target, arts: dict[str, RunArtefacts], path: Path) -> Non
                               vmax=float(p.max()), cmap="magma")
             axes[0, j].set_title(m, fontsize=8)
             e = g.energy.numpy()
-            axes[1, j].imshow(_img(np.minimum(e - e.min(), ENERGY_CAP), n), origin="lower",
-                              extent=extent, cmap="viridis", vmin=0, vmax=ENERGY_CAP)
+            im = axes[1, j].imshow(_img(np.minimum(e - e.min(), ENERGY_CAP), n),
+                                   origin="lower", extent=extent, cmap="viridis", vmin=0,
+                                   vmax=ENERGY_CAP)
+        fig.colorbar(im, ax=axes[1, -1], fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
         axes[0, 0].set_ylabel("p_θ", fontsize=8)
         axes[1, 0].set_ylabel(f"E_θ − min (cap {ENERGY_CAP:g})", fontsize=7)
         for ax in axes.ravel():
