@@ -21,7 +21,8 @@
 # * test selection: the in-process part of verification/. Left out, because they are slow and
 #   reach ebmref/ only from child processes mutmut cannot trace: the torchrun/spawn runs of
 #   test_distributed.py and the kill tests of test_run_integrity.py; the end-to-end studies
-#   test_mnist_tiny.py, test_mnist_gpu_study.py and test_toy_problems.py's quick report;
+#   test_mnist_tiny.py, test_mnist_gpu_study.py and the quick toy report, claims study and
+#   digits study;
 #   test_benchmarks_speed.py (timings in a subprocess); test_mnist_data/_metrics.py (they test
 #   mnist/, not ebmref/); test_code_style.py (it reads the sources, which mutmut rewrites).
 #   The selection runs in ~45 s on 2 loaded cores, against ~110 s for the whole suite.
