@@ -59,7 +59,7 @@ def test_a_single_row_and_one_coordinate_are_data():
 
 def test_non_finite_data_and_other_types_are_refused():
     for bad in (math.nan, math.inf):
-        with pytest.raises(ValueError, match=r"^data: .*finite"):
+        with pytest.raises(ValueError, match=r"^data: must be finite \(no NaN or inf\)"):
             DataSource(torch.tensor([[0.0, bad]]), 2, "cpu", torch.float32)
     with pytest.raises(ValueError, match=r"^data: .*int"):
         DataSource(3, 2, "cpu", torch.float32)
