@@ -86,9 +86,11 @@ def _check_common(energy: Energy, x0: Tensor, n_steps: int, record_every: int) -
 
 
 def _check_output(x: Tensor, trajectory: Tensor | None, step_size: float, name: str) -> None:
-    """Raise SamplerDiverged when a chain or a recorded frame holds a NaN or ±inf."""
-    bad = ~torch.isfinite(x if trajectory is None else trajectory).flatten(1 if trajectory is
-                                                                          None else 2).all(-1)
+    """Raise SamplerDiverged when a chain's final state or one of its recorded frames holds a
+    NaN or ±inf; the message counts the chains (not the frames)."""
+    bad = (~torch.isfinite(x)).flatten(1).any(-1)
+    if trajectory is not None:  # (frames, B, ...): a chain is bad if any of its frames is
+        bad = bad | (~torch.isfinite(trajectory)).flatten(2).any(-1).any(0)
     if bool(bad.any()):
         chains = int(bad.sum())
         raise SamplerDiverged(f"{name}: {chains} chain(s) became non-finite with step_size="

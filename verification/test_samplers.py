@@ -11,7 +11,14 @@ import pytest
 import torch
 
 from ebmref.energy import DoubleWell, Energy, Gaussian, GaussianMixture
-from ebmref.samplers import effective_temperature, langevin, mala, ornstein_uhlenbeck
+from ebmref.samplers import (
+    SamplerDiverged,
+    decoupled_noise,
+    effective_temperature,
+    langevin,
+    mala,
+    ornstein_uhlenbeck,
+)
 
 F64 = torch.float64
 
@@ -46,6 +53,8 @@ NAN_X0 = torch.tensor([[0.0, float("nan")]] * 3, dtype=F64)
     (lambda: langevin(gaussian(), torch.zeros(4, 3, dtype=F64), 5, 0.1), "x"),
     (lambda: langevin(gaussian(), X0, 5, 0.1, grad_clip=0.0), "grad_clip"),
     (lambda: langevin(gaussian(), X0, 5, 0.1, clamp=(1.0, 0.0)), "clamp"),
+    (lambda: langevin(gaussian(), X0, 5, 0.1, clamp=(1.0, 1.0)), "clamp"),  # an empty box
+    (lambda: langevin(gaussian(), X0, 5, 0.1, transition_every=-1), "transition_every"),
     (lambda: langevin(gaussian(), X0, 5, 0.1, differentiable_steps=6), "differentiable_steps"),
     (lambda: langevin(gaussian(), X0, 5, 0.1, transition=lambda x, g: x), "transition_every"),
     (lambda: langevin(gaussian(), X0, 5, 0.1, record_every=-1), "record_every"),
@@ -57,6 +66,8 @@ NAN_X0 = torch.tensor([[0.0, float("nan")]] * 3, dtype=F64)
     (lambda: ornstein_uhlenbeck(gaussian(), NAN_X0, 5, 0.1), "x0"),
     (lambda: effective_temperature(0.0, 0.1), "step_size"),
     (lambda: effective_temperature(10.0, -1.0), "noise"),
+    (lambda: decoupled_noise(0.0, 1.0), "step_size"),
+    (lambda: decoupled_noise(0.1, 0.0), "temperature"),
 ])
 def test_bad_arguments_raise_value_error_naming_the_argument(call, arg):
     with pytest.raises(ValueError, match=rf"^{re.escape(arg)}:"):
@@ -99,6 +110,27 @@ def test_record_last_frame_and_zero_steps():
     assert out.trajectory.shape == (3, 5, 2) and torch.equal(out.trajectory[-1], out.x)
     assert torch.equal(langevin(gaussian(), x0, 0, 0.2).x, x0)
     assert torch.equal(mala(gaussian(), x0, 0, 0.2).x, x0)
+    assert langevin(gaussian(), x0, 2, 0.2).trajectory is None  # recording is opt-in
+
+
+DIVERGING_X0 = torch.tensor([[0.0], [1e3], [1.0], [-1e3], [0.5]], dtype=F64)
+
+
+@pytest.mark.parametrize("record_every", [0, 1, 4])
+def test_divergence_names_the_sampler_the_chains_and_the_step(record_every):
+    """On the double well 2(x² − 1)² at λ = 0.1 the chains started at ±1e3 overflow within 6
+    steps and the others stay near the wells: langevin raises SamplerDiverged by default,
+    counting 2 chains (not frames, whatever is recorded); check_finite=False hands the chains
+    back instead."""
+    def run(**kw):
+        return langevin(DoubleWell(dtype=F64), DIVERGING_X0, 6, 0.1, record_every=record_every,
+                        generator=torch.Generator().manual_seed(0), **kw)
+
+    with pytest.raises(SamplerDiverged, match=r"^langevin: 2 chain\(s\) became non-finite "
+                                              r"with step_size=0\.1; use a smaller step"):
+        run()
+    out = run(check_finite=False)
+    assert (~torch.isfinite(out.x)).any(-1).tolist() == [False, True, False, True, False]
 
 
 def test_grad_clip_bounds_each_gradient_entry():
@@ -152,6 +184,10 @@ def test_differentiable_steps_carry_the_parameter_graph():
                                4 * (torch.eye(2, dtype=F64) - A @ A).T @ torch.ones(2, dtype=F64),
                                rtol=0, atol=1e-12)
     assert not langevin(g, x0, 3, 0.2, noise=0.0).x.requires_grad
+    # Without differentiated steps nothing reaches back to x0 either, not even at 0 steps.
+    x0_grad = x0.clone().requires_grad_()
+    for n in (0, 3):
+        assert not langevin(g, x0_grad, n, 0.2, noise=0.0).x.requires_grad
 
 
 def test_mala_small_step_accepts_almost_everything_and_large_step_rejects():
