@@ -225,3 +225,28 @@ def test_mala_rejects_non_finite_proposals():
 def test_effective_temperature_formula():
     assert effective_temperature(10.0, 0.005) == pytest.approx(0.005**2 / 20, rel=1e-15)
     assert effective_temperature(0.5, math.sqrt(1.0)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("shape,dtype", [
+    ((1 << 14,), torch.float32),        # one value per chain: words of the element size
+    ((1 << 13, 2), torch.float32),      # a row is one int64
+    ((5462, 3), torch.float32),         # 12-byte rows: int32 words
+    ((2732, 2, 3), torch.float32),      # the last dimension sets the word (12 bytes), not dim 1
+    ((1 << 14, 1), torch.float16),      # 2-byte rows
+    ((1 << 12, 4), torch.float64),
+])
+def test_mala_row_select_is_torch_where_bit_for_bit(shape, dtype):
+    """MALA's accept/reject select on CPU (large tensors: integer words and bit masks) equals
+    torch.where row by row, NaN payloads and signed zeros included."""
+    from ebmref.samplers import _select
+
+    g = torch.Generator().manual_seed(0)
+    new = torch.randn(shape, generator=g).to(dtype)
+    old = torch.randn(shape, generator=g).to(dtype)
+    new.view(-1)[::7] = float("nan")
+    old.view(-1)[::5] = -0.0
+    accept = torch.rand(shape[0], generator=g) < 0.5
+    want = torch.where(accept.view((-1,) + (1,) * (len(shape) - 1)), new, old)
+    got = _select(accept, new, old)
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[want.element_size()]
+    assert got.shape == want.shape and torch.equal(got.view(bits), want.view(bits))
