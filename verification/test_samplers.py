@@ -250,3 +250,75 @@ def test_mala_row_select_is_torch_where_bit_for_bit(shape, dtype):
     got = _select(accept, new, old)
     bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[want.element_size()]
     assert got.shape == want.shape and torch.equal(got.view(bits), want.view(bits))
+
+
+def test_one_step_is_the_update_formula_with_the_generators_draw():
+    """x₁ = x₀ − (λ/2)∇E(x₀) + √λ ξ (eq. 1) and the exact OU step x₁ = μ + e^{−τP}(x₀ − μ) + Lξ
+    (LLᵀ = Σ − e^{−τP}Σe^{−τP}ᵀ) with ξ the generator's next standard normal draw: the sign and
+    scale of the noise, not only its law."""
+    g = gaussian()
+    x0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    xi = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
+    ula = langevin(g, x0, 1, 0.3, generator=torch.Generator().manual_seed(1)).x
+    torch.testing.assert_close(ula, x0 - 0.15 * g.grad(x0) + math.sqrt(0.3) * xi, rtol=0,
+                               atol=1e-14)
+    with torch.no_grad():
+        decay = torch.linalg.matrix_exp(-0.3 * g.precision)
+        cov = g.covariance - decay @ g.covariance @ decay.T
+        chol = torch.linalg.cholesky(0.5 * (cov + cov.T))
+        want = g.mu + (x0 - g.mu) @ decay.T + xi @ chol.T
+    ou = ornstein_uhlenbeck(g, x0, 1, 0.3, generator=torch.Generator().manual_seed(1)).x
+    torch.testing.assert_close(ou, want, rtol=0, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["mala", "ou"])
+def test_mala_and_ou_record_on_request_and_end_on_the_last_step(name):
+    sampler = {"mala": mala, "ou": ornstein_uhlenbeck}[name]
+    x0 = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    assert sampler(gaussian(), x0, 6, 0.2).trajectory is None  # recording is opt-in
+    out = sampler(gaussian(), x0, 6, 0.2, generator=torch.Generator().manual_seed(1),
+                  record_every=3)
+    assert out.trajectory.shape == (3, 5, 2)  # x0 and steps 3, 6
+    assert torch.equal(out.trajectory[0], x0) and torch.equal(out.trajectory[-1], out.x)
+
+
+class _Escaping(Gaussian):
+    """A pathological energy whose MALA proposals are finite but are accepted into −∞ energy
+    at infinite states: ∇E = 1e308 at finite x (the proposal overflows to −inf), and E is
+    lower there, so the Hastings ratio accepts."""
+
+    def energy_and_grad(self, x, create_graph=False):
+        finite = torch.isfinite(x).all(-1)
+        g = torch.where(torch.isfinite(x), torch.full_like(x, 1e308), torch.full_like(x, -1e308))
+        return torch.where(finite, 0.0, -1.0).to(x.dtype), g
+
+
+def test_mala_chains_that_leave_the_finite_numbers_raise_by_default():
+    energy = _Escaping([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]], dtype=F64)
+    for record_every in (0, 1):
+        with pytest.raises(SamplerDiverged, match=r"^mala: 3 chain\(s\) became non-finite "
+                                                  r"with step_size=4\.0; "):
+            mala(energy, torch.zeros(3, 2, dtype=F64), 1, 4.0, record_every=record_every,
+                 generator=torch.Generator().manual_seed(6))
+
+
+def test_energy_type_errors_name_what_they_got():
+    with pytest.raises(ValueError,
+                       match=r"^energy: expected an ebmref\.energy\.Energy .* got int$"):
+        langevin(3, X0, 5, 0.1)
+    with pytest.raises(ValueError, match=r"^energy: the exact OU transition needs a Gaussian, "
+                                         r"got .*DoubleWell"):
+        ornstein_uhlenbeck(DoubleWell(), X0, 5, 0.1)
+
+
+def test_all_steps_differentiated_reach_back_to_x0():
+    """differentiable_steps = n_steps = 1, noiseless decoupled step: ∂x₁/∂x₀ = I − αP per chain,
+    so ∂(Σx₁)/∂x₀ = (I − αP)ᵀ1 for every chain."""
+    g = gaussian()
+    x0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
+    x0.requires_grad_()
+    out = langevin(g, x0, 1, 0.2, noise=0.0, differentiable_steps=1)
+    (dx0,) = torch.autograd.grad(out.x.sum(), x0)
+    a = torch.eye(2, dtype=F64) - 0.2 * g.precision.detach()
+    torch.testing.assert_close(dx0, (a.T @ torch.ones(2, dtype=F64)).expand(3, 2), rtol=0,
+                               atol=1e-12)
