@@ -25,7 +25,7 @@ from torch import Tensor
 from ebmref.validation import check_int_range, check_nonnegative, check_points
 
 
-def _as_points(x: Tensor, name: str, finite: bool = True) -> Tensor:
+def _as_points(x: Tensor, name: str, finite: bool) -> Tensor:
     if not isinstance(x, Tensor) or x.ndim < 2 or x.shape[0] == 0:
         raise ValueError(f"{name}: expected a tensor of points with shape (N, ...), N >= 1, "
                          f"got {type(x).__name__} of shape {getattr(x, 'shape', None)}")
@@ -42,8 +42,8 @@ def _grouped(pts: Tensor, groups: int, name: str) -> Tensor:
     return pts.view(groups, -1, pts.shape[1])
 
 
-def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int, min_distance: float = 0.0,
-                     groups: int = 1, finite: bool = True) -> tuple[Tensor, int]:
+def _kth_nn_distance(x: Tensor, reference: Tensor | None, k: int, min_distance: float,
+                     groups: int, finite: bool) -> tuple[Tensor, int]:
     """ρ_{k,i} (N,), floored at ``min_distance``, and the number M of candidate neighbours per
     point; with ``groups`` > 1 neighbours are searched within each point's block only."""
     check_int_range(groups, "groups", 1)

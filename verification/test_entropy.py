@@ -58,24 +58,70 @@ def test_gradients_finite_and_match_finite_differences(rng):
         assert torch.autograd.gradcheck(f, (x,), eps=1e-7, atol=1e-6)
 
 
-@pytest.mark.parametrize("call, name", [
-    (lambda x: kozachenko_leonenko(x, k=0), "k"),
-    (lambda x: kozachenko_leonenko(x[:3], k=3), "x"),
-    (lambda x: kozachenko_leonenko(x, k=4, reference=x[:3]), "reference"),
-    (lambda x: kozachenko_leonenko(x, reference=torch.zeros(5, 3, dtype=DT)), "reference"),
-    (lambda x: kozachenko_leonenko(torch.zeros(5, dtype=DT)), "x"),
-    (lambda x: nearest_neighbour_surrogate(x[:1]), "x"),
+KL, NN = kozachenko_leonenko, nearest_neighbour_surrogate
+X10 = torch.randn(10, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x: KL(x, k=0), r"k: must be an integer in \[1, ∞\], got 0"),
+    (lambda x: KL(x, min_distance=-1.0), r"min_distance: must be a finite number >= 0, got -1\.0"),
+    (lambda x: NN(x, min_distance=-1.0), r"min_distance: must be a finite number >= 0, got -1\.0"),
+    (lambda x: KL(x, groups=0), r"groups: must be an integer in \[1, ∞\], got 0"),
+    (lambda x: KL(x[:3], k=3), (r"x \(without each point itself\): the k-NN estimator with k=3 "
+                               r"needs at least k candidate neighbours per point, got 2")),
+    (lambda x: KL(x, k=4, reference=x[:3]), (r"reference: the k-NN estimator with k=4 needs at "
+                                            r"least k candidate neighbours per point, got 3")),
+    (lambda x: KL(x, reference=torch.zeros(5, 3, dtype=DT)),
+     (r"reference: points of dimension 3 and dtype torch\.float64 do not match x "
+     r"\(2, torch\.float64\)")),
+    (lambda x: KL(torch.zeros(5, dtype=DT)), (r"x: expected a tensor of points with shape "
+                                             r"\(N, \.\.\.\), N >= 1, got Tensor of shape "
+                                             r"torch\.Size\(\[5\]\)")),
+    (lambda x: KL(torch.zeros(0, 2, dtype=DT)), (r"x: expected a tensor of points .* got Tensor of "
+                                                r"shape torch\.Size\(\[0, 2\]\)")),
+    (lambda x: KL([[0.0, 1.0]]), r"x: expected a tensor of points .* got list of shape None"),
+    (lambda x: KL(x, reference=[[0.0, 1.0]]), (r"reference: expected a tensor of points .* got "
+                                              r"list of shape None")),
+    (lambda x: NN(x[:1]), (r"x \(without each point itself\): the k-NN estimator with k=1 needs "
+                          r"at least k candidate neighbours per point, got 0")),
+    (lambda x: KL(x[:9], groups=2), r"x: 9 points do not split into groups=2 equal blocks"),
+    (lambda x: KL(x, reference=x[:7], groups=2),
+     r"reference: 7 points do not split into groups=2 equal blocks"),
+    (lambda x: KL(torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]], dtype=DT)),
+     (r"x: some points coincide with their k-th nearest neighbour \(distance 0\); the "
+     r"log-distance entropy estimate is -inf \(pass min_distance > 0\)")),
 ])
-def test_validation(call, name):
-    x = torch.randn(10, 2, dtype=DT)
-    with pytest.raises(ValueError, match=name):
-        call(x)
+def test_validation_messages(call, message):
+    """Each refusal names its argument first and says what it got (the whole message)."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        call(X10)
 
 
-def test_duplicate_points_are_refused():
-    x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0]], dtype=DT)
-    with pytest.raises(ValueError, match="coincide"):
-        kozachenko_leonenko(x)
+@pytest.mark.parametrize("estimator", [KL, NN])
+@pytest.mark.parametrize("where", ["x", "reference"])
+def test_non_finite_points_are_refused_unless_asked(estimator, where):
+    """By default a NaN among the points (or the reference) is refused by name; with
+    check_finite=False nothing is checked: a NaN point gets an infinite distance (a non-finite
+    estimate), a NaN reference point is never anyone's nearest neighbour."""
+    bad = X10.clone()
+    bad[3, 1] = math.nan
+    x, reference = {"x": (bad, None), "reference": (X10 + 0.01, bad)}[where]
+    with pytest.raises(ValueError, match=f"^{where}: must be finite"):
+        estimator(x, reference=reference)
+    out = float(estimator(x, reference=reference, check_finite=False))
+    assert math.isfinite(out) == (where == "reference")
+
+
+def test_a_single_point_against_a_reference_and_large_offsets():
+    """One point is a sample when the neighbours come from a reference. Far from the origin
+    (‖x‖ ~ 1e5, neighbours 1e-3 apart, more than 25 points) the distances are computed
+    directly, not as ‖x‖² + ‖y‖² − 2xy, so translation changes the estimate by round-off only."""
+    one = KL(X10[:1], reference=X10[1:])
+    assert math.isfinite(float(one))
+    x = 1e-3 * torch.randn(40, 3, generator=torch.Generator().manual_seed(1), dtype=DT)
+    shifted = x + 1e5
+    assert float(KL(shifted)) == pytest.approx(float(KL(x)), abs=1e-6)
+    assert float(NN(shifted)) == pytest.approx(float(NN(x)), abs=1e-6)
 
 
 def test_min_distance_floor_keeps_tied_points_finite():
