@@ -146,7 +146,7 @@ def langevin(
     if transition is not None and transition_every == 0:
         raise ValueError("transition_every: must be >= 1 when a transition is given, got 0")
 
-    x = x0 if differentiable_steps > 0 else x0.detach()
+    x = x0  # detached below unless its steps are differentiated (x0 is never written)
     frames = [x.detach()] if record_every else []
     first_graph_step = n_steps - differentiable_steps
     for t in range(n_steps):

@@ -133,6 +133,21 @@ def test_divergence_names_the_sampler_the_chains_and_the_step(record_every):
     assert (~torch.isfinite(out.x)).any(-1).tolist() == [False, True, False, True, False]
 
 
+def test_divergence_at_a_recorded_frame_is_reported_even_if_a_transition_repairs_it():
+    """A transition that resets non-finite states (every 6th step) leaves finite final states;
+    the recorded frames still show the 2 chains that diverged on the way."""
+    def repair(x, gen):
+        return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+    kw = {"transition": repair, "transition_every": 6, "record_every": 1,
+          "generator": torch.Generator().manual_seed(0)}
+    with pytest.raises(SamplerDiverged, match=r"^langevin: 2 chain\(s\) became non-finite"):
+        langevin(DoubleWell(dtype=F64), DIVERGING_X0, 6, 0.1, **kw)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    out = langevin(DoubleWell(dtype=F64), DIVERGING_X0, 6, 0.1, check_finite=False, **kw)
+    assert bool(torch.isfinite(out.x).all()) and not bool(torch.isfinite(out.trajectory).all())
+
+
 def test_grad_clip_bounds_each_gradient_entry():
     """Noiseless decoupled step far from the mode: |∇E| ≫ c, so x₁ = x₀ − α·c·sign(∇E)."""
     g = gaussian()
@@ -259,9 +274,11 @@ def test_one_step_is_the_update_formula_with_the_generators_draw():
     g = gaussian()
     x0 = torch.randn(6, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
     xi = torch.randn(6, 2, generator=torch.Generator().manual_seed(1), dtype=F64)
-    ula = langevin(g, x0, 1, 0.3, generator=torch.Generator().manual_seed(1)).x
-    torch.testing.assert_close(ula, x0 - 0.15 * g.grad(x0) + math.sqrt(0.3) * xi, rtol=0,
-                               atol=1e-14)
+    for differentiated in (0, 1):  # the fused update and the one autograd records
+        ula = langevin(g, x0, 1, 0.3, generator=torch.Generator().manual_seed(1),
+                       differentiable_steps=differentiated).x
+        torch.testing.assert_close(ula.detach(), x0 - 0.15 * g.grad(x0) + math.sqrt(0.3) * xi,
+                                   rtol=0, atol=1e-14)
     with torch.no_grad():
         decay = torch.linalg.matrix_exp(-0.3 * g.precision)
         cov = g.covariance - decay @ g.covariance @ decay.T
