@@ -14,16 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from ebmref.machine import cpu_model
 
 
 def machine_info(device: str = "cpu") -> str:

@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ebmref.machine import cpu_model
+
 if TYPE_CHECKING:  # the heavy modules are imported once the packages are checked (main)
     from collections.abc import Callable
 
@@ -372,24 +374,13 @@ def run_part(study: Study, name: str, body: Callable[[Study], dict]) -> dict:
 # -- a. environment, data, ceilings -------------------------------------------------------------
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def describe_device(device: torch.device) -> dict:
     """Name, capability, memory and versions of the device (or of the CPU in a dry run)."""
     info = {"torch": torch.__version__, "cuda_build": torch.version.cuda,
             "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "device": str(device)}
     if device.type != "cuda":
-        return {**info, "name": f"CPU: {_cpu_name()}"}
+        return {**info, "name": f"CPU: {cpu_model()}"}
     p = torch.cuda.get_device_properties(device)
     return {**info, "name": p.name, "capability": f"{p.major}.{p.minor}",
             "memory_GiB": p.total_memory / 2**30, "multiprocessors": p.multi_processor_count,

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from ebmref.config import with_overrides
+from ebmref.machine import cpu_model
 from toy_problems import metrics as M
 from toy_problems import probes as P
 from toy_problems.fit import (
@@ -254,17 +255,7 @@ def summary_of(tr: Trained) -> dict:
 def environment(cfg: StudyConfig) -> dict:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "cpus": os.cpu_count(), "threads": cfg.threads, "machine": platform.machine(),
-            "processor": _cpu_name(), "platform": platform.platform()}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+            "processor": cpu_model(), "platform": platform.platform()}
 
 
 def run_study(cfg: StudyConfig, command: str) -> dict:
