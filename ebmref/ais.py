@@ -332,6 +332,21 @@ def _pilot_steps(path: AnnealedEnergy, base: AnalyticEnergy, betas: Tensor, step
     return steps
 
 
+def _path_and_steps(target: Energy, base: AnalyticEnergy, betas: Tensor, steps: Tensor,
+                    n_mcmc: int, adapt: bool, kernel: Kernel, target_acceptance: float,
+                    n_pilot: int, generator: torch.Generator | None
+                    ) -> tuple[AnnealedEnergy, Tensor]:
+    """The annealed path p₀^{1−β} p_θ^β and the kernel's step per β (pilot-tuned when
+    ``adapt``; the pilot always runs forward from p₀)."""
+    if not isinstance(adapt, bool):
+        raise ValueError(f"adapt: must be a bool, got {adapt!r}")
+    path = AnnealedEnergy(base, target)
+    if adapt:
+        steps = _pilot_steps(path, base, betas, steps, n_mcmc, kernel, target_acceptance,
+                             n_pilot, generator)
+    return path, steps
+
+
 def ais(target: Energy, base: AnalyticEnergy, n_particles: int, betas: Tensor,
         step_size: float | Tensor = 0.1, *, n_mcmc: int = 1, adapt: bool = False,
         target_acceptance: float = 0.6, n_pilot: int = 256,
@@ -362,12 +377,8 @@ def ais(target: Energy, base: AnalyticEnergy, n_particles: int, betas: Tensor,
     """
     betas, steps = _check_path(target, base, betas, step_size, n_mcmc, kernel)
     check_int_range(n_particles, "n_particles", 2)
-    if not isinstance(adapt, bool):
-        raise ValueError(f"adapt: must be a bool, got {adapt!r}")
-    path = AnnealedEnergy(base, target)
-    if adapt:
-        steps = _pilot_steps(path, base, betas, steps, n_mcmc, kernel, target_acceptance,
-                             n_pilot, generator)
+    path, steps = _path_and_steps(target, base, betas, steps, n_mcmc, adapt, kernel,
+                                  target_acceptance, n_pilot, generator)
     path.beta = 0.0
     x = base.sample(n_particles, generator)
     log_w, x, acc, steps = _anneal(path, x, betas, steps, n_mcmc, kernel, generator)
@@ -399,12 +410,8 @@ def reverse_ais(target: Energy, base: AnalyticEnergy, samples: Tensor, betas: Te
     check_finite(samples, "samples")
     if isinstance(base, UniformBox) and not bool(base.contains(samples).all()):
         raise ValueError("samples: must lie inside the base's box")
-    if not isinstance(adapt, bool):
-        raise ValueError(f"adapt: must be a bool, got {adapt!r}")
-    path = AnnealedEnergy(base, target)
-    if adapt:
-        steps = _pilot_steps(path, base, betas, steps, n_mcmc, kernel, target_acceptance,
-                             n_pilot, generator)
+    path, steps = _path_and_steps(target, base, betas, steps, n_mcmc, adapt, kernel,
+                                  target_acceptance, n_pilot, generator)
     path.beta = 1.0
     log_w, x, acc, _ = _anneal(path, samples.detach(), betas.flip(0), steps.flip(0), n_mcmc,
                                kernel, generator)
