@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -248,3 +250,88 @@ def test_bad_calls():
         UniformNoise((2,), 1.0, 1.0)
     u = UniformNoise((1,), 2.0, 3.0)(1000, g)
     assert u.shape == (1000, 1) and (u >= 2.0).all() and (u < 3.0).all()
+
+
+def test_every_row_and_slot_can_be_drawn():
+    """Data fills, true-CD re-picks and peeks reach every data row and every slot, the first and
+    the last included (deterministic seeds; a uniform draw that skipped one of 5 rows 400 times
+    or one of 3 slots 300 times would have probability (4/5)^400 < 1e-38 and (2/3)^300 < 1e-52
+    under the correct law)."""
+    g = torch.Generator().manual_seed(0)
+    data = torch.arange(10.0).view(5, 2)  # 5 rows of 2 coordinates: rows, not coordinates
+    buf = ReplayBuffer(400, "data")
+    buf.sample(2, g, data=data)
+    assert sorted({int(v) for v in buf.storage[:, 0]}) == [0, 2, 4, 6, 8]
+    true_cd = ReplayBuffer(4, "true_cd", data_fraction=1.0)
+    x, _ = true_cd.sample(400, g, data=data)
+    assert sorted({int(v) for v in x[:, 0]}) == [0, 2, 4, 6, 8]
+    small = ReplayBuffer(3, "noise", noise_fn=UniformNoise((2,)))
+    small.sample(3, g)
+    small.storage = torch.arange(3.0).view(3, 1).repeat(1, 2)
+    assert sorted({int(v) for v in small.peek(300, g)[:, 0]}) == [0, 1, 2]
+
+
+def test_length_and_empty_state_round_trip():
+    buf = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)), n_members=2)
+    assert len(buf) == 0
+    empty = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)), n_members=2)
+    empty.load_state_dict(buf.state_dict())  # nothing stored yet: stays empty
+    assert empty.storage is None and len(empty) == 0
+    buf.sample(6, torch.Generator().manual_seed(0))
+    assert len(buf) == 8  # capacity × members
+    empty.load_state_dict(buf.state_dict())
+    assert torch.equal(empty.storage, buf.storage) and empty.storage is not buf.storage
+
+
+def test_saved_state_is_checked_against_this_buffer():
+    """A state names the buffer it came from; members, capacity and the storage's rows must
+    match (a state saved before ensembles existed counts as one member)."""
+    one = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)))
+    one.sample(2, torch.Generator().manual_seed(0))
+    old = {k: v for k, v in one.state_dict().items() if k != "n_members"}
+    ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,))).load_state_dict(old)
+    two = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)), n_members=2)
+    with pytest.raises(ValueError, match=r"^buffer state: n_members is None in the saved state "
+                                         r"but 2 in this buffer$"):
+        two.load_state_dict(old)
+    with pytest.raises(ValueError, match=r"^buffer state: n_members is 1 in the saved state "
+                                         r"but 2 in this buffer$"):
+        two.load_state_dict(one.state_dict())
+    for storage, got in ((torch.zeros(3, 2), r"torch\.Size\(\[3, 2\]\)"),
+                         (torch.zeros(4), r"torch\.Size\(\[4\]\)"), ([[0.0]] * 4, "list")):
+        with pytest.raises(ValueError, match=r"^buffer state: storage must hold 4 states "
+                                             rf"\(N, \.\.\.\), got {got}$"):
+            ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,))).load_state_dict(
+                {**one.state_dict(), "storage": storage})
+
+
+def test_peek_refusals_name_what_is_wrong():
+    buf = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)), n_members=2)
+    with pytest.raises(ValueError, match=r"^peek: the buffer is empty; call sample\(\) first$"):
+        buf.peek(2)
+    buf.sample(2, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match=r"^n: 3 states do not split into n_members=2 equal "
+                                         r"blocks$"):
+        buf.peek(3)
+
+
+def test_reservoir_counts_stay_exact_past_float32():
+    """The counts c of the next states ever written are exact integers far beyond 2²⁴ (a
+    float32 count would round c = 2²⁵ + 1 to 2²⁵ and bias the keep probability)."""
+    buf = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)), replacement="reservoir")
+    buf.n_seen = 2**25
+    assert buf._reservoir_counts(3).tolist() == [2**25 + 1, 2**25 + 2, 2**25 + 3]
+
+
+def test_uniform_noise_defaults_to_the_unit_box_and_refuses_bad_bounds():
+    """The default box is [0, 1] (images); the draws fill it (max above 0.99 of 4,000 draws:
+    a [0, 2] box would put half of them above 1). Bounds must be finite numbers, not bools."""
+    x = UniformNoise((2,))(2000, torch.Generator().manual_seed(0))
+    assert float(x.min()) >= 0.0 and 0.99 < float(x.max()) < 1.0
+    for kwargs, message in (({"low": True}, "low: must be a finite number, got True"),
+                            ({"high": math.inf}, "high: must be a finite number, got inf"),
+                            ({"low": "0"}, "low: must be a finite number, got '0'"),
+                            ({"low": 1.0, "high": 1.0},
+                             r"low, high: need low < high, got low=1\.0, high=1\.0")):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            UniformNoise((2,), **kwargs)
