@@ -220,9 +220,10 @@ def test_peek_draws_stored_states_without_policy():
     ({"capacity": 4, "data_fraction": -0.5}, "data_fraction"),
     ({"capacity": 4, "replacement": "lru"}, "replacement"),
     ({"capacity": 4, "init": "noise"}, "noise_fn"),
+    ({"capacity": 4, "n_members": 0}, "n_members"),
 ])
 def test_bad_constructor_arguments(kwargs, field):
-    with pytest.raises(ValueError, match=field):
+    with pytest.raises(ValueError, match=f"^{field}: "):
         ReplayBuffer(**kwargs)
 
 
@@ -335,3 +336,62 @@ def test_uniform_noise_defaults_to_the_unit_box_and_refuses_bad_bounds():
                              r"low, high: need low < high, got low=1\.0, high=1\.0")):
         with pytest.raises(ValueError, match=f"^{message}$"):
             UniformNoise((2,), **kwargs)
+
+
+def test_constructor_boundaries_and_fresh_state():
+    """capacity 1 is a buffer; the bounds and the missing noise are named in full; a fresh
+    buffer has written nothing and its own generator starts from ``seed`` (default 0)."""
+    one = ReplayBuffer(1, "noise", noise_fn=UniformNoise((2,)))
+    assert one.sample(1, torch.Generator().manual_seed(0))[0].shape == (1, 2)
+    with pytest.raises(ValueError, match=r"^capacity: must be an integer in \[1, ∞\], got 0$"):
+        ReplayBuffer(0, "noise", noise_fn=UniformNoise((2,)))
+    with pytest.raises(ValueError, match=r"^noise_fn: required when init='noise', got None$"):
+        ReplayBuffer(4, "noise")
+    fresh = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,))).state_dict()
+    assert fresh["ptr"] == 0 and fresh["n_seen"] == 0 and fresh["storage"] is None
+    assert torch.equal(fresh["generator"], torch.Generator().manual_seed(0).get_state())
+
+
+def test_data_fill_uses_the_given_generator_only():
+    data = torch.randn(50, 2, generator=torch.Generator().manual_seed(9))
+    fills = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        buf = ReplayBuffer(20, "data")
+        buf.sample(2, torch.Generator().manual_seed(0), data=data)
+        fills.append(buf.storage)
+    assert torch.equal(*fills)
+
+
+def test_re_picks_keep_the_buffers_dtype_and_members_read_their_own_block():
+    g = torch.Generator().manual_seed(0)
+    buf = ReplayBuffer(8, "true_cd", data_fraction=1.0)
+    buf.sample(4, g, data=torch.zeros(5, 2))
+    x, _ = buf.sample(4, g, data=torch.ones(5, 2, dtype=torch.float64))
+    assert x.dtype == torch.float32 and bool((x == 1).all())
+    two = ReplayBuffer(6, "noise", noise_fn=UniformNoise((1,)), n_members=2, reinit_prob=0.0)
+    two.sample(2, g)
+    two.storage = torch.tensor([[0.0]] * 6 + [[1.0]] * 6)  # member 0's block, member 1's block
+    x, idx = two.sample(40, g)
+    assert bool((x[:20] == 0).all() and (x[20:] == 1).all())
+    assert bool((idx[:20] < 6).all() and (idx[20:] >= 6).all())
+
+
+def test_push_refusals_and_its_smallest_write():
+    g = torch.Generator().manual_seed(0)
+    buf = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)), n_members=2)
+    with pytest.raises(ValueError, match=r"^push: the buffer is empty; call sample\(\) first$"):
+        buf.push(torch.zeros(2, 2))
+    buf.sample(2, g)
+    for x, message in (
+            (torch.tensor([[0.0, math.nan]] * 2), (r"x: chain ends to push must be finite "
+                                                  r"\(no NaN or inf\)")),
+            (torch.zeros(2, 3), r"x: expected shape \(n, \(2,\)\), got \(2, 3\)"),
+            (torch.zeros(3, 2), (r"x\.shape\[0\]: 3 states do not split into n_members=2 "
+                                r"equal blocks")),
+            (torch.zeros(10, 2), (r"x\.shape\[0\] per member: must be an integer in \[1, 4\], "
+                                 r"got 5"))):
+        with pytest.raises(ValueError, match=f"^{message}$"):
+            buf.push(x)
+    buf.push(torch.full((2, 2), 7.0))  # one state per member
+    assert int((buf.storage == 7.0).all(-1).sum()) == 2
