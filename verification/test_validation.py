@@ -95,7 +95,8 @@ def test_check_pair_refuses_what_is_not_two_finite_numbers(bad):
 
 def test_check_pair_bounds_and_order():
     for bad in ((1.0, 1.0), (2.0, 1.0)):
-        assert "low < high" in _refuses(v.check_pair, bad, "clamp", increasing=True)
+        assert "expected two numbers (low < high), got" in _refuses(v.check_pair, bad, "clamp",
+                                                                   increasing=True)
     assert v.check_pair((1.0, 2.0), "clamp", increasing=True) == (1.0, 2.0)
     for bad in ((-0.1, 0.5), (0.5, 1.0), (1.0, 0.5)):  # low ≤ each < high_open
         msg = _refuses(v.check_pair, bad, "betas", low=0.0, high_open=1.0)
@@ -139,3 +140,14 @@ def test_check_positive_definite():
     # Singular (smallest eigenvalue exactly 0) and indefinite matrices.
     for m in ([[1.0, 0.0], [0.0, 0.0]], [[1.0, 0.0], [0.0, -1.0]]):
         _refuses(v.check_positive_definite, torch.tensor(m, dtype=torch.float64), "cov")
+
+
+def test_symmetry_tolerance_is_relative_to_the_entries_with_a_floor_of_one():
+    """Asymmetry up to 1e-10 × max(1, max |m|) is round-off; 1.5e-10 on a unit matrix is not."""
+    v.check_positive_definite(torch.tensor([[1.0, 0.5e-10], [0.0, 1.0]], dtype=torch.float64),
+                              "cov")
+    with pytest.raises(ValueError, match="^cov: must be symmetric$"):
+        v.check_positive_definite(torch.tensor([[1.0, 1.5e-10], [0.0, 1.0]],
+                                               dtype=torch.float64), "cov")
+    big = torch.tensor([[100.0, 5e-9], [0.0, 100.0]], dtype=torch.float64)
+    v.check_positive_definite(big, "cov")  # 5e-9 < 1e-10 × 100
