@@ -395,3 +395,38 @@ def test_push_refusals_and_its_smallest_write():
             buf.push(x)
     buf.push(torch.full((2, 2), 7.0))  # one state per member
     assert int((buf.storage == 7.0).all(-1).sum()) == 2
+
+
+@pytest.mark.parametrize("init,kw", [("noise", {"reinit_prob": 0.0}),
+                                     ("true_cd", {"data_fraction": 0.0})])
+def test_a_zero_rate_policy_draws_nothing_beyond_the_slots(init, kw):
+    """With a zero re-initialisation rate, a read of a filled buffer draws its slot indices and
+    nothing else from the generator (no fresh states, no uniforms)."""
+    data = torch.randn(20, 2, generator=torch.Generator().manual_seed(1))
+    buf = ReplayBuffer(8, init, noise_fn=UniformNoise((2,)), **kw)
+    g = torch.Generator().manual_seed(0)
+    buf.sample(4, g, data=data)
+    replay = torch.Generator().manual_seed(0)
+    replay.set_state(g.get_state())
+    want = torch.randint(0, 8, (4,), generator=replay)
+    _, idx = buf.sample(4, g, data=data)
+    assert torch.equal(idx, want) and torch.equal(g.get_state(), replay.get_state())
+
+
+def test_sample_refusals_name_the_argument():
+    g = torch.Generator().manual_seed(0)
+    buf = ReplayBuffer(4, "noise", noise_fn=UniformNoise((2,)), n_members=2)
+    with pytest.raises(ValueError, match=r"^batch: must be an integer in \[1, ∞\], got 0$"):
+        buf.sample(0, g)
+    with pytest.raises(ValueError, match=r"^batch: 3 states do not split into n_members=2 "
+                                         r"equal blocks$"):
+        buf.sample(3, g)
+    true_cd = ReplayBuffer(4, "true_cd")
+    true_cd.sample(2, g, data=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match=r"^data: required by init='true_cd' at every read, "
+                                         r"got None$"):
+        true_cd.sample(2, g)
+    state = {k: v for k, v in ReplayBuffer(1, "true_cd").state_dict().items() if k != "capacity"}
+    with pytest.raises(ValueError, match=r"^buffer state: capacity is None in the saved state "
+                                         r"but 1 in this buffer$"):
+        ReplayBuffer(1, "true_cd").load_state_dict(state)
