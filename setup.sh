@@ -32,4 +32,4 @@ stage "installing ebmref, toy_problems, mnist and digits (editable) with the dev
 "${pip[@]}" install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c "import ebmref, torch, toy_problems, mnist, digits" \
   || { echo "setup: the installed packages do not import" >&2; exit 1; }
-stage "done: $(du -sh .venv 2>/dev/null | cut -f1) in .venv; run .venv/bin/python -m pytest verification/"
+stage "done: $(du -sh .venv 2>/dev/null | cut -f1) in .venv; run .venv/bin/python -m pytest verification/ -n 2"
