@@ -26,6 +26,9 @@
 #   test_benchmarks_speed.py (timings in a subprocess); test_mnist_data/_metrics.py (they test
 #   mnist/, not ebmref/); test_code_style.py (it reads the sources, which mutmut rewrites).
 #   The selection runs in ~45 s on 2 loaded cores, against ~110 s for the whole suite.
+#   One short spawn test (test_collectives_on_two_ranks) stays in: mutmut cannot trace its
+#   ranks either, so tools/mutation_child_tests.py adds it to the test map of
+#   ebmref.distributed before each run (its ranks run the mutant: they inherit it).
 # * per-mutant time limit: CPU time (15 + 5) … (estimated test time + 5 s) × 5 × 2 (mutmut's
 #   timeout_constant and timeout_multiplier): a mutant that loops or blows up is stopped and
 #   counted as detected ("timeout").
@@ -55,6 +58,7 @@ if [ "${1:-}" != "--score" ]; then
     [ -f "ebmref/${m//.//}.py" ] || { echo "mutation.sh: no module ebmref/${m//.//}.py" >&2; exit 2; }
     log="mutants/mutation-$m.log"
     echo "== ebmref.$m (log: $log)"
+    "$python" tools/mutation_child_tests.py  # tests that reach ebmref/ from child processes
     # The trailing dot keeps e.g. ebmref.config from also selecting ebmref.conformance.
     if ! "$python" -m mutmut run --max-children "$children" "ebmref.$m.*" > "$log" 2>&1; then
       tr '\r' '\n' < "$log" | tail -n 30 >&2

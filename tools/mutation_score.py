@@ -11,9 +11,13 @@ past mutmut's CPU-time limit: an infinite loop or a blow-up, detected), survived
 that reaches the mutated function passed), no tests (no selected test reaches it), not checked
 (not run yet). Equivalent mutants — no test can or should tell them apart from the original —
 are the ids in tools/mutation_survivors.md (any backquoted ``ebmref….__mutmut_N``), each with
-its argument there.
+its argument there. Help-text mutants are recognised here, by rule: a mutant whose function is
+the original once the text only a reader of ``--help`` sees is removed from both (the ``help``,
+``metavar``, ``description`` and ``epilog`` of argparse calls, argument-group titles). The
+suite pins what the command lines do, not their wording; those mutants are reported apart and
+left out of the score like equivalent ones.
 
-    score = (killed + timeout) / (mutants − equivalent)
+    score = (killed + timeout) / (mutants − equivalent − help text)
 
 An id listed as equivalent that a test kills counts as killed (and is reported as stale).
 """
@@ -21,6 +25,7 @@ An id listed as equivalent that a test kills counts as killed (and is reported a
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import sys
@@ -35,7 +40,10 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           255: "timeout", 34: "skipped", 37: "type check"}
 DETECTED = ("killed", "timeout")
 COLUMNS = ("mutants", "killed", "timeout", "survived", "no tests", "not checked", "equivalent",
-           "score %")
+           "help text", "score %")
+EXCLUDED = ("equivalent", "help text")
+HELP_KEYWORDS = {"help", "metavar", "description", "epilog", "title"}
+MUTANT = re.compile(r"(.+)__mutmut_(\d+|orig)$")
 
 
 def load_results(mutants_dir: Path) -> dict[str, str]:
@@ -53,16 +61,63 @@ def load_equivalent(path: Path) -> set[str]:
     return set(ID.findall(path.read_text())) if path.exists() else set()
 
 
+class _DropHelpText(ast.NodeTransformer):
+    """Removes what only ``--help`` shows: help-like keywords, argument-group titles."""
+
+    def visit_Call(self, node: ast.Call) -> ast.Call:
+        self.generic_visit(node)
+        node.keywords = [k for k in node.keywords if k.arg not in HELP_KEYWORDS]
+        if isinstance(node.func, ast.Attribute) and node.func.attr == "add_argument_group":
+            node.args = []
+        return node
+
+
+def _functions(tree: ast.Module, prefix: str) -> dict[str, ast.AST]:
+    """Mutated functions (module level and in classes) by mutmut's id, ``…__mutmut_orig`` too."""
+    found = {}
+    for node in tree.body:
+        body = node.body if isinstance(node, ast.ClassDef) else [node]
+        for f in body:
+            if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)) and MUTANT.match(f.name):
+                found[prefix + f.name] = f
+    return found
+
+
+def _normalised(function: ast.AST) -> str:
+    function.name = ""
+    return ast.dump(_DropHelpText().visit(function))
+
+
+def help_text_only(mutants_dir: Path) -> set[str]:
+    """Ids of the mutants that differ from their original only in help text (see above)."""
+    ids = set()
+    for path in sorted((mutants_dir / "ebmref").rglob("*.py")):
+        module = ".".join(path.relative_to(mutants_dir).with_suffix("").parts) + "."
+        functions = _functions(ast.parse(path.read_text()), module)
+        originals = {MUTANT.match(k)[1]: _normalised(f) for k, f in functions.items()
+                     if k.endswith("__mutmut_orig")}
+        for key, f in functions.items():
+            base = MUTANT.match(key)[1]
+            if not key.endswith("__mutmut_orig") and originals.get(base) == _normalised(f):
+                ids.add(key)
+    return ids
+
+
 def module_of(mutant: str) -> str:
     """``ebmref.samplers.x_mala__mutmut_3`` → ``ebmref.samplers``."""
     return mutant.split(".x")[0] if ".x" in mutant else mutant.rsplit(".", 1)[0]
 
 
-def tabulate(results: dict[str, str], equivalent: set[str]) -> dict[str, Counter]:
-    """Counts per module (and ``total``); an equivalent id counts as equivalent unless killed."""
+def kinds(results: dict[str, str], excluded: dict[str, str]) -> dict[str, str]:
+    """{id: status}, an excluded id (equivalent, help text) as such unless a test detects it."""
+    return {m: excluded[m] if m in excluded and s not in DETECTED else s
+            for m, s in results.items()}
+
+
+def tabulate(results: dict[str, str], excluded: dict[str, str]) -> dict[str, Counter]:
+    """Counts per module (and ``total``)."""
     rows: dict[str, Counter] = defaultdict(Counter)
-    for mutant, status in results.items():
-        kind = "equivalent" if mutant in equivalent and status not in DETECTED else status
+    for mutant, kind in kinds(results, excluded).items():
         for key in (module_of(mutant), "total"):
             rows[key]["mutants"] += 1
             rows[key][kind] += 1
@@ -70,8 +125,8 @@ def tabulate(results: dict[str, str], equivalent: set[str]) -> dict[str, Counter
 
 
 def score(c: Counter) -> float:
-    """(killed + timeout) / (mutants − equivalent), in %."""
-    denominator = c["mutants"] - c["equivalent"]
+    """(killed + timeout) / (mutants − equivalent − help text), in %."""
+    denominator = c["mutants"] - sum(c[k] for k in EXCLUDED)
     return 100.0 * (c["killed"] + c["timeout"]) / denominator if denominator else 100.0
 
 
@@ -99,12 +154,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     equivalent = load_equivalent(args.survivors)
+    excluded = dict.fromkeys(help_text_only(args.mutants), "help text")
+    excluded.update(dict.fromkeys(equivalent, "equivalent"))
     if args.list:
-        kind = {m: ("equivalent" if m in equivalent and s not in DETECTED else s)
-                for m, s in results.items()}
-        print("\n".join(sorted(m for m, s in kind.items() if s == args.list)))
+        found = kinds(results, excluded)
+        print("\n".join(sorted(m for m, s in found.items() if s == args.list)))
         return 0
-    rows = tabulate(results, equivalent)
+    rows = tabulate(results, excluded)
     print(markdown(rows))
     stale = sorted(m for m in equivalent if results.get(m) in DETECTED)
     unknown = sorted(m for m in equivalent if m not in results)
@@ -116,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     total = rows["total"]
     print(f"\nmutation score: {score(total):.1f} % "
           f"({total['killed'] + total['timeout']} detected of "
-          f"{total['mutants'] - total['equivalent']} non-equivalent mutants; "
-          f"{total['equivalent']} equivalent, {total['not checked']} not checked)")
+          f"{total['mutants'] - total['equivalent'] - total['help text']} non-equivalent "
+          f"mutants; {total['equivalent']} equivalent, {total['help text']} help text, "
+          f"{total['not checked']} not checked)")
     return 1 if args.check and score(total) < args.goal else 0
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import subprocess
@@ -218,6 +219,79 @@ def test_checkpoint_holds_every_rank_and_resumes_on_one(two_rank_run):
     assert after < max(before, 0.5), (before, after)  # still converged, no reset to μ₀ = 0
 
 
+# -- the collectives on their own: a second, short 2-rank spawn ---------------------------------
+
+def _collectives_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    ctx = distributed.init_from_env("gloo")
+    res: dict = {"ctx": ctx, "again": distributed.init_from_env("nccl"),  # a no-op now
+                 "current": distributed.current(), "is_main": distributed.is_main()}
+    try:
+        # Entry 0 by mean, 1 by max, 2 and 3 by min; rank 0 holds the larger maximum and
+        # the smaller minimum in entry 2, rank 1 in entry 3.
+        v = torch.tensor([[1.0, 5.0, -3.0, 7.0], [3.0, 2.0, 4.0, -1.0]],
+                         dtype=torch.float64)[rank]
+        res["stats"] = distributed.all_reduce_stats(v, maxima=(1,), minima=(2, 3))
+        res["stats_input"] = v
+        res["means"] = distributed.all_reduce_stats(v[:2].clone())
+        nan = float("nan")
+        w = torch.tensor([1.0, nan if rank else 0.0, nan if rank else 0.0], dtype=torch.float64)
+        res["stats_nan"] = distributed.all_reduce_stats(w, maxima=(1,), minima=(2,))
+        t = torch.full((2,), float(rank), requires_grad=True)
+        res["gathered"] = distributed.gather_objects(
+            {"t": t * 2, "list": [t + 1], "tuple": (t + 2, "x"), "rank": rank})
+        shard = {"storage": torch.full((3 - rank, 1), float(rank)), "capacity": 3 - rank,
+                 "n_seen": 10 + rank, "ptr": 1, "init": "data"}
+        res["buffer"] = distributed.gather_buffer_states(shard)
+        res["no_buffer"] = distributed.gather_buffer_states(None)
+        layer = torch.nn.Linear(2, 1)
+        with torch.no_grad():
+            layer.weight.fill_(float(rank + 1))
+        wrapped = distributed.data_parallel(layer)
+        res["ddp"] = (type(wrapped).__name__, wrapped.device_ids, layer.weight.detach().clone())
+        distributed.barrier()
+    finally:
+        distributed.shutdown()
+    res["after"] = distributed.current()
+    torch.save(res, Path(out) / f"rank{rank}.pt")
+
+
+def test_collectives_on_two_ranks(tmp_path):
+    """The process-group helpers on 2 gloo ranks: context, reductions (mean, max, min, NaN),
+    gathers in rank order on CPU, buffer shards merged, DDP's start broadcast, shutdown."""
+    mp.spawn(_collectives_worker, args=(WORLD, _free_port(), str(tmp_path)), nprocs=WORLD,
+             join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    for r, res in enumerate(ranks):
+        expected = distributed.DistContext(r, WORLD, r, "gloo")
+        assert res["ctx"] == res["again"] == res["current"] == expected
+        assert res["is_main"] is (r == 0) and res["ctx"].enabled
+        assert res["after"] == distributed.DistContext()  # the group is gone
+        assert res["stats"].tolist() == [2.0, 5.0, -3.0, -1.0]
+        assert res["stats_input"].tolist() == [[1.0, 5.0, -3.0, 7.0], [3.0, 2.0, 4.0, -1.0]][r]
+        assert res["means"].tolist() == [2.0, 3.5]
+        mean, hi, lo = res["stats_nan"].tolist()
+        assert mean == 1.0 and hi == math.inf and lo == -math.inf
+        gathered = res["gathered"]
+        assert [g["rank"] for g in gathered] == [0, 1]
+        for k, g in enumerate(gathered):
+            assert type(g["list"]) is list and type(g["tuple"]) is tuple and g["tuple"][1] == "x"
+            for t, add in ((g["t"], 0.0), (g["list"][0], 1.0), (g["tuple"][0], 2.0)):
+                assert not t.requires_grad and t.device.type == "cpu"
+                assert t.tolist() == [2.0 * k if add == 0.0 else k + add] * 2
+        merged, shards = res["buffer"]
+        assert [s["capacity"] for s in shards] == [3, 2]
+        assert merged["storage"].flatten().tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+        assert (merged["capacity"], merged["n_seen"], merged["ptr"]) == (5, 21, 0)
+        assert merged["init"] == "data" and shards[0]["ptr"] == 1  # the shards are untouched
+        assert res["no_buffer"] == (None, [None, None])
+        name, device_ids, weight = res["ddp"]
+        assert name == "DistributedDataParallel" and device_ids is None
+        assert weight.tolist() == [[1.0, 1.0]]  # rank 0's parameters on every rank
+
+
 # -- the helpers on their own (no process group) ------------------------------------------------
 
 def test_shard_sizes_and_rank_seeds():
@@ -246,6 +320,58 @@ def test_buffer_reshard_covers_the_merged_buffer_once():
     assert mine is shards[1]
     # A single-process checkpoint (no shards) resumes unchanged in a single process.
     assert distributed.buffer_state_for_rank(merged, None, distributed.DistContext(), 1) is merged
+
+
+def test_single_process_gathers_and_reductions_are_identities():
+    """Without a process group: one rank's object (tensors detached, on CPU), stats as given,
+    the module unwrapped, a merged buffer equal to the only shard."""
+    t = torch.ones(2, requires_grad=True) * 3
+    (got,) = distributed.gather_objects({"a": [t], "b": (t, 1)})
+    assert not got["a"][0].requires_grad and type(got["b"]) is tuple and got["b"][1] == 1
+    stats = torch.tensor([1.0, 2.0])
+    assert distributed.all_reduce_stats(stats, maxima=(0,), minima=(1,)) is stats
+    layer = torch.nn.Linear(1, 1)
+    assert distributed.data_parallel(layer) is layer
+    shard = {"storage": torch.zeros(2, 1), "capacity": 2, "n_seen": 7, "ptr": 1}
+    merged, shards = distributed.gather_buffer_states(shard)
+    assert merged is shards[0] and merged["ptr"] == 1 and merged["n_seen"] == 7
+    assert distributed.merge_buffer_states([shard, None]) is None
+
+
+def test_merge_keeps_an_empty_storage_empty():
+    shards = [{"storage": None, "capacity": 2, "n_seen": 0, "ptr": 0},
+              {"storage": torch.zeros(2, 1), "capacity": 2, "n_seen": 1, "ptr": 1}]
+    merged = distributed.merge_buffer_states(shards)
+    assert merged["storage"] is None and merged["capacity"] == 4 and merged["n_seen"] == 1
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"WORLD_SIZE": "two"}, "WORLD_SIZE: expected an integer in the environment, got 'two'"),
+    ({"WORLD_SIZE": "0"}, r"WORLD_SIZE: must be an integer in \[1, ∞\], got 0"),
+    ({"WORLD_SIZE": "2"}, r"RANK: must be an integer in \[0, 1\], got -1"),
+    ({"WORLD_SIZE": "2", "RANK": "2"}, r"RANK: must be an integer in \[0, 1\], got 2"),
+    ({"WORLD_SIZE": "2", "RANK": "1"},
+     r"MASTER_ADDR: must be set when WORLD_SIZE=2 \(use torchrun\)"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"},
+     r"MASTER_PORT: must be set when WORLD_SIZE=2 \(use torchrun\)"),
+    ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"},
+     r"backend: must be one of \('gloo', 'nccl'\), got 'mpi'"),
+])
+def test_init_from_env_refuses_a_bad_environment(monkeypatch, env, message):
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        distributed.init_from_env("mpi")
+    assert not torch.distributed.is_initialized()
+
+
+@pytest.mark.parametrize("world", ["", "1"])
+def test_init_from_env_without_torchrun_is_a_single_process(monkeypatch, world):
+    monkeypatch.setenv("WORLD_SIZE", world)
+    assert distributed.init_from_env() == distributed.DistContext()
+    assert distributed.is_main() and not torch.distributed.is_initialized()
 
 
 # -- the README's command line: torchrun, then a single-process resume ------------------------
