@@ -4,6 +4,7 @@ mutants (tools/mutation.sh runs mutmut, then this).
     python tools/mutation_score.py                  # per-module table and the score
     python tools/mutation_score.py --list survived  # ids of one status (survived, no tests, …)
     python tools/mutation_score.py --check          # exit 1 below --goal (default 97 %)
+    python tools/mutation_score.py --draw 0.2       # a random 20 % of the unchecked mutants
 
 mutmut (3.8.1) keeps one ``mutants/<path>.meta`` JSON file per mutated source file, with the
 test run's exit code per mutant id. Status: killed (a test failed), timeout (the tests ran
@@ -31,6 +32,8 @@ import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from mutation_sample import draw, estimate, read_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SURVIVORS = ROOT / "tools" / "mutation_survivors.md"
@@ -147,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", metavar="STATUS", help="print the ids with this status instead")
     p.add_argument("--check", action="store_true", help="exit 1 when the score is below --goal")
     p.add_argument("--goal", type=float, default=97.0, help="the score --check asks for (%%)")
+    p.add_argument("--draw", type=float, metavar="F",
+                   help="print a random fraction F of each module's unchecked mutants instead")
+    p.add_argument("--seed", type=int, default=0, help="seed of --draw")
     args = p.parse_args(argv)
     results = load_results(args.mutants)
     if not results:
@@ -156,9 +162,12 @@ def main(argv: list[str] | None = None) -> int:
     equivalent = load_equivalent(args.survivors)
     excluded = dict.fromkeys(help_text_only(args.mutants), "help text")
     excluded.update(dict.fromkeys(equivalent, "equivalent"))
+    found = kinds(results, excluded)
     if args.list:
-        found = kinds(results, excluded)
         print("\n".join(sorted(m for m, s in found.items() if s == args.list)))
+        return 0
+    if args.draw is not None:
+        print("\n".join(draw(found, args.draw, args.seed, module_of)))
         return 0
     rows = tabulate(results, excluded)
     print(markdown(rows))
@@ -175,7 +184,16 @@ def main(argv: list[str] | None = None) -> int:
           f"{total['mutants'] - total['equivalent'] - total['help text']} non-equivalent "
           f"mutants; {total['equivalent']} equivalent, {total['help text']} help text, "
           f"{total['not checked']} not checked)")
-    return 1 if args.check and score(total) < args.goal else 0
+    achieved = score(total)
+    sample = read_sample(args.mutants / "sample.txt")
+    if sample:
+        est = estimate(found, sample, module_of)
+        achieved = est.score
+        print(f"estimated over all mutants from a random sample of {est.sampled} of the "
+              f"{est.population} unchecked: {est.score:.1f} % [95 % CI {est.low:.1f}, "
+              f"{est.high:.1f}] ({est.undetected:.0f} undetected)"
+              + (f"; {est.outside} unchecked mutants outside any sample" if est.outside else ""))
+    return 1 if args.check and achieved < args.goal else 0
 
 
 if __name__ == "__main__":
