@@ -101,6 +101,18 @@ def test_symmetry_move_accepts_groups_and_rejects_other_sets():
         SymmetryMove(_conjugated_rotations_3d(5, 0)[:4])
 
 
+def test_symmetry_move_accepts_float32_groups():
+    """Rotation groups rounded to float32 (closure error ~1e-6) are groups; the distance
+    2d − 2⟨A, B⟩, right only for exactly orthogonal matrices, once refused them (~4e-4). A
+    float32 set that is not closed is still refused."""
+    for group in (SymmetryMove.rotations(8, dtype=torch.float32).group,
+                  _conjugated_rotations_3d(7, 1).float()):
+        assert SymmetryMove(group).group.dtype == torch.float32
+    quarter = torch.stack([_rotation(k * math.pi / 2) for k in range(2)]).float()
+    with pytest.raises(ValueError, match="group: not closed"):
+        SymmetryMove(quarter)
+
+
 def _check_maps_by_drawn_element(move: SymmetryMove, n: int, gen: torch.Generator) -> None:
     """Each chain at e₁ goes to G_k e₁ for the element k drawn for it: the draws are replayed
     from the same generator state (``__call__`` draws k first), and ``apply`` is checked on
