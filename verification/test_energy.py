@@ -152,6 +152,16 @@ def test_double_well_cdf_matches_adaptive_quadrature():
     np.testing.assert_allclose(got.numpy(), ref, rtol=0, atol=1e-8)
 
 
+@pytest.mark.parametrize("a", [1.45e6, 1e7, 1e9])
+def test_double_well_log_partition_of_narrow_wells(a):
+    """Wells of width 1/√(8a) ≤ 3e-4, narrower than the node spacing of one quadrature rule
+    over [0, 1]: log Z against Laplace's 2√(2π/(8a)) (b = 0, whose relative error is
+    O(1/a): the correction 3/(16a) ≤ 1.3e-7 here). Break points at
+    ±1 alone stepped over the wells (−25 nats at a = 1.45e6, log of 0 at 1e9)."""
+    laplace = math.log(2 * math.sqrt(2 * math.pi / (8 * a)))
+    assert abs(float(DoubleWell(a, 0.0, dtype=F64).log_partition()) - laplace) < 1e-6
+
+
 def test_samples_reproducible_with_the_same_seed():
     for e in [gaussian(), mixture(), DoubleWell(dtype=F64)]:
         a = e.sample(100, torch.Generator().manual_seed(3))
