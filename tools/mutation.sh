@@ -7,6 +7,8 @@
 #   tools/mutation.sh --score              # only print the table from the last results
 #   SAMPLE=0.2 tools/mutation.sh           # a random 20 % (SEED=0) of each module's unchecked
 #                                          # mutants, then the score estimated from it
+#   tools/mutation.sh --survivors [ID|PATTERN …]  # rerun the survivors (after new tests) and
+#                                          # these mutants (e.g. of functions since changed)
 #
 # Prerequisites (mutmut is not a project dependency and CI does not run this):
 #   .venv/bin/python -m pip install mutmut==3.8.1
@@ -56,6 +58,15 @@ if [ -n "${SAMPLE:-}" ]; then
   echo "== a sample of $(wc -l < mutants/sample.txt) unchecked mutants (log: mutants/mutation-sample.log)"
   xargs -a mutants/sample.txt "$python" -m mutmut run --max-children "$children" \
     > mutants/mutation-sample.log 2>&1 || { tail -n 30 mutants/mutation-sample.log >&2; exit 1; }
+elif [ "${1:-}" = "--survivors" ]; then
+  shift
+  { "$python" tools/mutation_score.py --list survived
+    "$python" tools/mutation_score.py --list "no tests"
+    printf '%s\n' "$@"; } > mutants/rerun.txt
+  "$python" tools/mutation_child_tests.py
+  echo "== $(wc -l < mutants/rerun.txt) survivors and named mutants (log: mutants/mutation-rerun.log)"
+  xargs -a mutants/rerun.txt -d '\n' "$python" -m mutmut run --max-children "$children" \
+    > mutants/mutation-rerun.log 2>&1 || { tail -n 30 mutants/mutation-rerun.log >&2; exit 1; }
 elif [ "${1:-}" != "--score" ]; then
   if [ $# -gt 0 ]; then
     modules=("$@")

@@ -101,16 +101,21 @@ def test_symmetry_move_accepts_groups_and_rejects_other_sets():
         SymmetryMove(_conjugated_rotations_3d(5, 0)[:4])
 
 
-def test_symmetry_move_accepts_float32_groups():
-    """Rotation groups rounded to float32 (closure error ~1e-6) are groups; the distance
-    2d − 2⟨A, B⟩, right only for exactly orthogonal matrices, once refused them (~4e-4). A
-    float32 set that is not closed is still refused."""
-    for group in (SymmetryMove.rotations(8, dtype=torch.float32).group,
+def test_symmetry_move_accepts_float32_and_integer_groups():
+    """Rotation groups rounded to float32 are groups: their closure error is ~1e-6 (1.25e-6
+    for n = 7, above the float64 tolerance 1e-6, within 64 ε of float32); the distance
+    2d − 2⟨A, B⟩, right only for exactly orthogonal matrices, once refused them all (~4e-4).
+    Integer groups are checked exactly (no ε). Sets that are not closed are still refused."""
+    for group in (SymmetryMove.rotations(7, dtype=torch.float32).group,
+                  SymmetryMove.rotations(60, dtype=torch.float32).group,
                   _conjugated_rotations_3d(7, 1).float()):
         assert SymmetryMove(group).group.dtype == torch.float32
-    quarter = torch.stack([_rotation(k * math.pi / 2) for k in range(2)]).float()
-    with pytest.raises(ValueError, match="group: not closed"):
-        SymmetryMove(quarter)
+    flips = torch.tensor([[[1, 0], [0, 1]], [[-1, 0], [0, -1]]])
+    assert SymmetryMove(flips).group.dtype == torch.int64
+    quarter = torch.stack([_rotation(k * math.pi / 2) for k in range(2)])
+    for not_closed in (quarter.float(), quarter.round().long()):
+        with pytest.raises(ValueError, match="group: not closed"):
+            SymmetryMove(not_closed)
 
 
 def _check_maps_by_drawn_element(move: SymmetryMove, n: int, gen: torch.Generator) -> None:
