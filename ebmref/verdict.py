@@ -508,9 +508,12 @@ def decide(*, p_adjusted: float, p_predicted: float, p_opposite: float, alpha: f
     3. p_equivalence_adjusted ≤ α → **refuted** (equivalence inside ±margin);
     4. otherwise **not reproduced**, noted "underpowered" when the test's smallest attainable
        two-sided p exceeds α (no outcome could have verified it)."""
+    if p_equivalence_adjusted is not None and margin is None:
+        raise ValueError("margin: the TOST p-value p_equivalence_adjusted needs the margin it "
+                         "was computed for, got margin=None")
     sig = p_adjusted <= alpha
     eq = p_equivalence_adjusted is not None and p_equivalence_adjusted <= alpha
-    inside = f"|Δ| < {margin:g} by TOST" if margin is not None else ""
+    inside = f"|Δ| < {margin:g} by TOST" if eq else ""
     if sig and p_predicted < p_opposite:
         return "verified", (f"significant, but {inside}: smaller than the margin" if eq else "")
     if sig and p_opposite < p_predicted:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ebmref.verdict import Comparison, compare, family, holm, not_measured, qualified
+from ebmref.verdict import Comparison, compare, decide, family, holm, not_measured, qualified
 
 BASE = np.array([1.0, 1.1, 0.9, 1.2, 0.8, 1.05, 0.95, 1.15, 0.85, 1.0])
 K10 = math.comb(20, 10)  # relabellings of 10 + 10
@@ -218,3 +218,16 @@ def test_qualified_note_label_and_parts():
     assert nm.line() == (f"not measured (when c: {ver.line()}; without: {ref.line()}; "
                          f"contrast: not measured: no GPU)")
     assert qualified(gone, ref, condition="c").label == ""
+
+
+def test_decide_refuses_a_tost_p_without_its_margin():
+    """A TOST p-value means equivalence inside ±margin: without the margin the note would have
+    nothing to say, so the call is refused; with it, the note states it."""
+    args = {"p_adjusted": 0.5, "p_predicted": 0.3, "p_opposite": 0.7, "alpha": 0.05}
+    with pytest.raises(ValueError, match=r"^margin: the TOST p-value p_equivalence_adjusted "
+                                         r"needs the margin it was computed for, got "
+                                         r"margin=None$"):
+        decide(**args, p_equivalence_adjusted=0.01)
+    assert decide(**args, p_equivalence_adjusted=0.01, margin=0.1) == (
+        "refuted", "equivalence: |Δ| < 0.1 by TOST")
+    assert decide(**args, margin=0.1) == ("not reproduced", "")
