@@ -192,7 +192,7 @@ def _nearest_element_distance(products: Tensor, group: Tensor) -> Tensor:
     return sq.amin(1).clamp_min(0).sqrt()
 
 
-def _check_is_group(group: Tensor, tol: float = 1e-6) -> None:
+def _check_is_group(group: Tensor, tol: float) -> None:
     """ValueError unless the orthogonal matrices ``group`` contain I and are closed under
     products (a finite set of invertible matrices closed under products is a group)."""
     g = group.to(torch.float64)

@@ -62,7 +62,7 @@ elif [ "${1:-}" = "--survivors" ]; then
   shift
   { "$python" tools/mutation_score.py --list survived
     "$python" tools/mutation_score.py --list "no tests"
-    printf '%s\n' "$@"; } > mutants/rerun.txt
+    printf '%s\n' "$@"; } | grep . > mutants/rerun.txt
   "$python" tools/mutation_child_tests.py
   echo "== $(wc -l < mutants/rerun.txt) survivors and named mutants (log: mutants/mutation-rerun.log)"
   xargs -a mutants/rerun.txt -d '\n' "$python" -m mutmut run --max-children "$children" \

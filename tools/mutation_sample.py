@@ -15,12 +15,13 @@ the stratum to the census). With u the undetected mutants
 
     Û = u_census + Σ_m |U_m| / |S_m| · u(S_m)
     score = 1 − Û / (mutants − excluded)
-    Var Û = Σ_m |U_m|² (1 − |S_m|/|U_m|) s_m² / |S_m|,   s_m² = p_m (1 − p_m) |S_m| / (|S_m| − 1)
 
-with p_m the undetected fraction of S_m: the stratified estimator with the finite-population
-correction; the 95 % interval is score ± 1.96 √Var Û / (mutants − excluded) (normal
-approximation; the excluded count in the strata is estimated the same way and treated as
-known).
+(the stratified estimator; the excluded count in the strata is estimated the same way and
+treated as known). The draw is proportional, so the sample is self-weighting up to rounding:
+the 95 % interval of Û takes the Clopper–Pearson interval [p₋, p₊] of the pooled undetected
+fraction p = u/n (n = Σ|S_m|, N = Σ|U_m|), which stays valid when no sampled mutant survives
+(a normal approximation would collapse to a point there), with the finite-population
+correction: Û − N (p − p₋) √(1 − n/N) … Û + N (p₊ − p) √(1 − n/N).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+
+from scipy import stats
 
 DETECTED = ("killed", "timeout")
 EXCLUDED = ("equivalent", "help text")
@@ -66,11 +69,10 @@ class Estimate:
 
 
 def estimate(kinds: dict[str, str], sample: set[str], module_of) -> Estimate:
-    """The stratified estimate of the score (see the module docstring)."""
+    """The stratified estimate of the score and its interval (see the module docstring)."""
     census = {m: k for m, k in kinds.items() if m not in sample}
     undetected = sum(k not in DETECTED + EXCLUDED + (NOT_RUN,) for k in census.values())
     excluded = sum(k in EXCLUDED for k in census.values())
-    variance, sampled = 0.0, 0
     by_module: dict[str, list[str]] = defaultdict(list)
     for m in sample:
         if kinds.get(m, NOT_RUN) != NOT_RUN:
@@ -78,19 +80,22 @@ def estimate(kinds: dict[str, str], sample: set[str], module_of) -> Estimate:
     unchecked: dict[str, int] = defaultdict(int)
     for m, k in census.items():
         unchecked[module_of(m)] += k == NOT_RUN
+    u_all = n_all = big_n_all = 0
     for module, found in by_module.items():
-        n = len(found)
+        n, u = len(found), sum(k not in DETECTED + EXCLUDED for k in found)
         big_n = n + unchecked[module]
-        u = sum(k not in DETECTED + EXCLUDED for k in found)
         undetected += big_n / n * u
         excluded += big_n / n * sum(k in EXCLUDED for k in found)
-        p = u / n
-        s2 = p * (1 - p) * n / (n - 1) if n > 1 else 0.0
-        variance += big_n**2 * (1 - n / big_n) * s2 / n
-        sampled += n
+        u_all, n_all, big_n_all = u_all + u, n_all + n, big_n_all + big_n
+    low, high = undetected, undetected
+    if n_all:
+        p = u_all / n_all
+        p_low = stats.beta.ppf(0.025, u_all, n_all - u_all + 1) if u_all else 0.0
+        p_high = stats.beta.ppf(0.975, u_all + 1, n_all - u_all) if u_all < n_all else 1.0
+        fpc = math.sqrt(1 - n_all / big_n_all)
+        low -= big_n_all * (p - p_low) * fpc
+        high += big_n_all * (p_high - p) * fpc
     denominator = len(kinds) - excluded
-    half = 1.96 * math.sqrt(variance) / denominator
-    score = 1 - undetected / denominator
     outside = sum(n for module, n in unchecked.items() if module not in by_module)
-    return Estimate(100 * score, 100 * (score - half), 100 * (score + half), undetected,
-                    sampled, sampled + sum(unchecked[m] for m in by_module), outside)
+    return Estimate(100 * (1 - undetected / denominator), 100 * (1 - high / denominator),
+                    100 * (1 - low / denominator), undetected, n_all, big_n_all, outside)

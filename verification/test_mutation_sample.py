@@ -70,9 +70,10 @@ def test_draw_takes_the_stated_fraction_of_every_module():
 
 def test_interval_covers_the_true_score_at_its_nominal_rate():
     """200 populations, a 20 % sample of each: a correct 95 % interval misses in Binomial(200,
-    0.05) cases; ≥ 21 misses has probability 1.7e-3 (the false-failure rate). An interval
-    without the stratum weight |U_m|² in its variance is ~10 times too narrow: it misses in
-    most cases (the broken twin below)."""
+    0.05) cases at most (Clopper–Pearson is conservative); ≥ 21 misses has probability 1.7e-3
+    under exact coverage (the false-failure rate). An interval 10 times too narrow, as a
+    normal approximation is when few sampled mutants survive, misses in most cases (the
+    broken twin below)."""
     misses = []
     for broken in (False, True):
         missed = 0
@@ -85,3 +86,18 @@ def test_interval_covers_the_true_score_at_its_nominal_rate():
     assert stats.binom.sf(20, 200, 0.05) < 2e-3
     assert misses[0] <= 20, misses
     assert misses[1] > 20, misses
+
+
+def test_no_sampled_survivor_still_leaves_an_interval():
+    """Zero undetected among n sampled mutants is not certainty: the upper bound on the
+    stratum's undetected count is the Clopper–Pearson 1 − 0.025^(1/n) (≈ 3.7/n), with the
+    finite-population correction; a normal approximation would give a point."""
+    kinds = {f"a:{i}": "killed" for i in range(200)}
+    kinds |= {f"a:{i}": "not checked" for i in range(200, 1000)}
+    ids = mutation_sample.draw(kinds, 0.2, 0, module_of)
+    for m in ids:
+        kinds[m] = "killed"
+    est = mutation_sample.estimate(kinds, set(ids), module_of)
+    p_high = 1 - 0.025 ** (1 / 160)
+    assert est.score == 100.0 and est.high == 100.0
+    assert est.low == pytest.approx(100 * (1 - 800 * p_high * (1 - 160 / 800) ** 0.5 / 1000))
