@@ -322,7 +322,7 @@ def test_buffer_reshard_covers_the_merged_buffer_once():
     assert distributed.buffer_state_for_rank(merged, None, distributed.DistContext(), 1) is merged
 
 
-def test_single_process_gathers_and_reductions_are_identities():
+def test_single_process_helpers_are_identities_or_no_ops():
     """Without a process group: one rank's object (tensors detached, on CPU), stats as given,
     the module unwrapped, a merged buffer equal to the only shard."""
     t = torch.ones(2, requires_grad=True) * 3
