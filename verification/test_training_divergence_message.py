@@ -99,6 +99,20 @@ def test_the_final_update_is_checked_and_named(data_at, box, quantity):
                         f"{err.value!r} > max_energy=100.0; no checkpoint written yet")
 
 
+def _two_ranks(other):
+    """all_reduce_stats as documented (mean; max for ``maxima``, min for ``minima``) over this
+    rank's stats and a faked second rank's ``other(stats)``."""
+    def reduce(stats, maxima=(), minima=()):
+        both = torch.stack([stats, other(stats)])
+        out = both.mean(0)
+        if maxima:
+            out[list(maxima)] = both.max(0).values[list(maxima)]
+        if minima:
+            out[list(minima)] = both.min(0).values[list(minima)]
+        return out
+    return reduce
+
+
 def test_the_final_check_takes_the_largest_energy_over_ranks(monkeypatch):
     """Under a process group the final |E| checks use the maximum over ranks (a divergence on
     any rank stops all of them), not the mean. Faked here: a second rank whose final |E(x⁺)| is
@@ -106,15 +120,7 @@ def test_the_final_check_takes_the_largest_energy_over_ranks(monkeypatch):
     the rest; test_distributed.py checks the real reduction on two ranks). This rank's |E| are
     below 1, so the mean over ranks (< 76) would pass max_energy = 100 and the max does not."""
     other = torch.tensor([150.0, 0.0], dtype=DT)
-
-    def two_ranks(stats, maxima=(), minima=()):
-        both = torch.stack([stats, other])
-        out = both.mean(0)
-        if maxima:
-            out[list(maxima)] = both.max(0).values[list(maxima)]
-        return out
-
-    monkeypatch.setattr(distributed, "all_reduce_stats", two_ranks)
+    monkeypatch.setattr(distributed, "all_reduce_stats", _two_ranks(lambda stats: other))
     torch.manual_seed(0)
     state = TrainState.create(MLPEnergy(2, hidden=4, depth=1).to(DT),
                               with_overrides(_config(), {"run.max_energy": 100.0}))
@@ -132,18 +138,10 @@ def test_every_update_takes_the_largest_energies_over_ranks(monkeypatch):
     whose |E(x⁺)| or |E(x⁻)| alone is 150 stops the update at max_energy = 100 although the
     mean over the two ranks (< 76) would pass."""
     for index, quantity in ((0, "|energy| of data E(x⁺)"), (1, "|energy| of samples E(x⁻)")):
-        def two_ranks(stats, maxima=(), minima=(), index=index):
-            other = stats.clone()
-            other[index] = 150.0
-            both = torch.stack([stats, other])
-            out = both.mean(0)
-            if maxima:
-                out[list(maxima)] = both.max(0).values[list(maxima)]
-            if minima:
-                out[list(minima)] = both.min(0).values[list(minima)]
-            return out
+        def other(stats, index=index):
+            return stats.index_fill(0, torch.tensor([index]), 150.0)
 
-        monkeypatch.setattr(distributed, "all_reduce_stats", two_ranks)
+        monkeypatch.setattr(distributed, "all_reduce_stats", _two_ranks(other))
         torch.manual_seed(0)
         state = TrainState.create(MLPEnergy(2, hidden=4, depth=1).to(DT),
                                   with_overrides(_config(), {"run.max_energy": 100.0}))
