@@ -26,6 +26,11 @@ os.umask(_UMASK)  # read once: mkstemp creates 0600 files, written files get the
 class WriteError(OSError):
     """A file could not be written; the message names the path and the cause."""
 
+    def __str__(self) -> str:
+        # OSError's own str prefixes "[Errno None] " when the cause had no errno (a writer's
+        # own exception); the message already says everything.
+        return str(self.strerror)
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
     """Write ``path`` atomically with ``write(binary file)``; returns the path.
