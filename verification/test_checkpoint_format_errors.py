@@ -162,3 +162,19 @@ def test_map_location_is_handed_to_torch_load(tmp_path):
 
     assert load_checkpoint(path, map_location=place)["step"] == 3
     assert seen == ["cpu"]
+
+
+def test_torch_load_is_asked_for_weights_only_explicitly(tmp_path, monkeypatch):
+    """load_checkpoint passes ``weights_only=True`` itself rather than relying on torch's
+    default, which was False before torch 2.6 (pyproject allows older torch): a pickled
+    checkpoint must never run code, whichever torch is installed."""
+    path = save_checkpoint(BASE, tmp_path / "c.pt")
+    calls, real_load = [], torch.load
+
+    def load(*args, **kwargs):
+        calls.append(kwargs.get("weights_only", "not given"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", load)
+    assert load_checkpoint(path)["step"] == 3
+    assert calls == [True]
