@@ -10,76 +10,20 @@ for unchanged world sizes."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 import torch.distributed as dist
 
 from ebmref import distributed
 from ebmref.distributed import DistContext
+from verification.thread_ranks import ThreadGroup
 
 STRIDE = 0x9E3779B1  # the documented odd stride between rank seeds
 
 
-class _ThreadGroup:
-    """``world`` ranks as threads; each collective waits for every rank's contribution."""
-
-    def __init__(self, world: int):
-        self.world, self.local = world, threading.local()
-        self.gate = threading.Barrier(world, timeout=120)
-        self.slots: list = [None] * world
-
-    def rank(self) -> int:
-        return self.local.rank
-
-    def all_reduce(self, t, op=dist.ReduceOp.SUM):
-        self.slots[self.rank()] = t.clone()
-        self.gate.wait()
-        stacked = torch.stack(self.slots)
-        if op == dist.ReduceOp.SUM:
-            result = stacked.sum(0)
-        elif op == dist.ReduceOp.MAX:
-            result = stacked.amax(0)
-        elif op == dist.ReduceOp.MIN:
-            result = stacked.amin(0)
-        else:
-            raise ValueError(f"unsupported op {op!r}")
-        self.gate.wait()
-        t.copy_(result)
-
-    def run(self, fn):
-        """fn(rank) on every rank at once; the results in rank order."""
-        results, errors = [None] * self.world, []
-
-        def body(r):
-            self.local.rank = r
-            try:
-                results[r] = fn(r)
-            except BaseException as err:  # noqa: BLE001 - reported below
-                errors.append(err)
-                self.gate.abort()
-
-        threads = [threading.Thread(target=body, args=(r,)) for r in range(self.world)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return results
-
-
 @pytest.fixture
 def group3(monkeypatch):
-    g = _ThreadGroup(3)
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_rank", g.rank)
-    monkeypatch.setattr(dist, "get_world_size", lambda: g.world)
-    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
-    monkeypatch.setattr(dist, "all_reduce", g.all_reduce)
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    return g
+    return ThreadGroup(3).install(monkeypatch)
 
 
 def test_all_reduce_stats_mean_max_min_over_three_ranks(group3):

@@ -13,9 +13,7 @@ ranks; a too-large energy of data or samples on one rank stops both at the same 
 
 from __future__ import annotations
 
-import copy
 import json
-import threading
 
 import pytest
 import torch
@@ -27,89 +25,15 @@ from ebmref.config import TrainConfig, with_overrides
 from ebmref.energy import Energy
 from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
+from verification.thread_ranks import ThreadGroup
 
 DT = torch.float64
 STRIDE = 0x9E3779B1  # the documented stride between rank seeds
 
 
-class _Recorder(torch.nn.Module):
-    """Stands in for the DDP wrapper: calls the module, counting the forwards through it."""
-
-    def __init__(self, module):
-        super().__init__()
-        self.module, self.calls = module, 0
-
-    def forward(self, x):
-        self.calls += 1
-        return self.module(x)
-
-
-class _ThreadGroup:
-    """Two ranks as threads; each collective waits for both contributions."""
-
-    def __init__(self, world: int = 2):
-        self.world, self.local = world, threading.local()
-        self.gate = threading.Barrier(world, timeout=120)
-        self.slots: list = [None] * world
-        self.ddp: list = []
-
-    def rank(self) -> int:
-        return self.local.rank
-
-    def _exchange(self, obj) -> list:
-        self.slots[self.rank()] = obj
-        self.gate.wait()
-        got = list(self.slots)
-        self.gate.wait()
-        return got
-
-    def all_reduce(self, t, op=dist.ReduceOp.SUM):
-        stacked = torch.stack([s.clone() for s in self._exchange(t.clone())])
-        ops = {dist.ReduceOp.SUM: lambda s: s.sum(0), dist.ReduceOp.MAX: lambda s: s.amax(0)}
-        t.copy_(ops[op](stacked))
-
-    def all_gather_object(self, out, obj):
-        out[:] = [copy.deepcopy(o) for o in self._exchange(obj)]
-
-    def fake_ddp(self, module, device_ids=None):
-        wrapper = _Recorder(module)
-        self.ddp.append((self.rank(), wrapper, device_ids))
-        return wrapper
-
-    def run(self, fn):
-        results, errors = [None] * self.world, []
-
-        def body(r):
-            self.local.rank = r
-            try:
-                results[r] = fn(r)
-            except BaseException as err:  # noqa: BLE001 - reported below
-                errors.append(err)
-                self.gate.abort()
-
-        threads = [threading.Thread(target=body, args=(r,)) for r in range(self.world)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        return results
-
-
 @pytest.fixture
 def group(monkeypatch):
-    g = _ThreadGroup()
-    monkeypatch.setattr(dist, "is_initialized", lambda: True)
-    monkeypatch.setattr(dist, "get_rank", g.rank)
-    monkeypatch.setattr(dist, "get_world_size", lambda: g.world)
-    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
-    monkeypatch.setattr(dist, "all_reduce", g.all_reduce)
-    monkeypatch.setattr(dist, "all_gather_object", g.all_gather_object)
-    monkeypatch.setattr(dist, "barrier", lambda: g.gate.wait())
-    monkeypatch.setattr(distributed, "DistributedDataParallel", g.fake_ddp)
-    monkeypatch.delenv("LOCAL_RANK", raising=False)
-    return g
+    return ThreadGroup().install(monkeypatch)
 
 
 def _config(**extra) -> TrainConfig:
