@@ -9,24 +9,17 @@ import math
 
 import torch
 
-from ebmref.config import TrainConfig, with_overrides
+from ebmref.config import TrainConfig
 from ebmref.nets import MLPEnergy
 from ebmref.training import TrainState, train, train_step
+from verification.tiny_runs import tiny_config, tiny_data
 
 DT = torch.float64
 
 
 def _config(**extra) -> TrainConfig:
-    return with_overrides(TrainConfig(), {
-        "run.n_updates": 3, "run.batch_size": 8, "run.device": "cpu", "run.dtype": "float64",
-        "run.progress": False, "run.log_every": 1, "buffer.size": 32,
-        "buffer.noise_low": -2.0, "buffer.noise_high": 2.0, "sampler.n_steps": 2,
-        "sampler.step_size": 0.01, "sampler.noise": None, "sampler.grad_clip": None,
-        "sampler.clamp": None, "optim.max_grad_norm": None, **extra})
-
-
-def _data() -> torch.Tensor:
-    return torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
+    return tiny_config(**{"run.n_updates": 3, "run.batch_size": 8, "buffer.size": 32,
+                          "sampler.n_steps": 2, "optim.max_grad_norm": None, **extra})
 
 
 def _first_kl(**extra) -> float:
@@ -35,7 +28,7 @@ def _first_kl(**extra) -> float:
     state = TrainState.create(MLPEnergy(2, hidden=4, depth=1).to(DT),
                               _config(**{"kl.weight": 1.0, **extra}))
     state.ensure_buffer((2,)).sample(32, state.generator)  # a full buffer to draw references
-    return train_step(state, _data()[:8]).stats["loss_kl"]
+    return train_step(state, tiny_data(64)[:8]).stats["loss_kl"]
 
 
 def test_entropy_weight_estimator_and_reference_reach_the_kl_loss():
@@ -59,7 +52,7 @@ def test_kl_options_are_inert_without_the_kl_loss():
     for ref in (4, 24):
         torch.manual_seed(0)
         energy = MLPEnergy(2, hidden=4, depth=1)
-        res = train(energy, _data(), _config(**{"kl.entropy_reference": ref}))
+        res = train(energy, tiny_data(64), _config(**{"kl.entropy_reference": ref}))
         runs.append((res.history, [p.detach().clone() for p in energy.parameters()]))
     (h0, p0), (h1, p1) = runs
     assert [{k: v for k, v in r.items() if k != "time_s"} for r in h0] == \
@@ -73,6 +66,6 @@ def test_cd_k_with_an_entropy_term_estimates_against_the_chains():
     torch.manual_seed(0)
     cfg = _config(**{"buffer.init": "cd", "kl.weight": 1.0, "kl.entropy_weight": 0.3,
                      "kl.entropy_reference": 16})
-    res = train(MLPEnergy(2, hidden=4, depth=1), _data(), cfg)
+    res = train(MLPEnergy(2, hidden=4, depth=1), tiny_data(64), cfg)
     assert res.step == 3 and res.buffer is None
     assert all(math.isfinite(r["loss_kl"]) for r in res.history)

@@ -12,29 +12,22 @@ import copy
 import pytest
 import torch
 
-from ebmref.config import TrainConfig, with_overrides
+from ebmref.config import TrainConfig
 from ebmref.energy import Energy
 from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
+from verification.tiny_runs import tiny_config, tiny_data
 
 DT = torch.float64
 
 
 def _config(**extra) -> TrainConfig:
-    return with_overrides(TrainConfig(), {
-        "run.n_updates": 2, "run.batch_size": 4, "run.device": "cpu", "run.dtype": "float64",
-        "run.progress": False, "run.log_every": 1, "buffer.size": 8, "buffer.noise_low": -2.0,
-        "buffer.noise_high": 2.0, "sampler.n_steps": 1, "sampler.step_size": 0.01,
-        "sampler.noise": None, "sampler.grad_clip": None, "sampler.clamp": None, **extra})
-
-
-def _data() -> torch.Tensor:
-    return torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
+    return tiny_config(**extra)
 
 
 def test_no_progress_bar_when_progress_is_off(capsys):
     torch.manual_seed(0)
-    train(MLPEnergy(2, hidden=4, depth=1), _data(), _config())
+    train(MLPEnergy(2, hidden=4, depth=1), tiny_data(), _config())
     assert capsys.readouterr().err == ""
 
 
@@ -55,7 +48,7 @@ def test_an_overflowing_loss_is_reported_as_the_loss():
     gradient, 0.1·4E = 4e199, is finite: the run stops at step 1 on "loss = inf"."""
     cfg = _config(**{"run.max_energy": 1e300, "optim.l2": 0.1, "optim.max_grad_norm": None})
     with pytest.raises(TrainingDiverged) as info:
-        train_step(TrainState.create(_Const(1e200), cfg), _data()[:4])
+        train_step(TrainState.create(_Const(1e200), cfg), tiny_data()[:4])
     assert str(info.value) == "training diverged at step 1: loss = inf"
     assert info.value.quantity == "loss" and info.value.value == float("inf")
 
@@ -80,10 +73,10 @@ def test_a_copied_state_dict_keeps_the_optimizer_state_of_its_step():
     (Adam's moments and step counts) is still that of update 1."""
     torch.manual_seed(0)
     state = TrainState.create(MLPEnergy(2, hidden=4, depth=1).to(DT), _config())
-    train_step(state, _data()[:4])
+    train_step(state, tiny_data()[:4])
     saved = state.state_dict(copy_tensors=True)
     want = copy.deepcopy(state.optimizer.state_dict())
-    train_step(state, _data()[4:8])
+    train_step(state, tiny_data()[4:8])
     for k, moments in want["state"].items():
         for name, v in moments.items():
             assert torch.equal(saved["optimizer"]["state"][k][name], v), (k, name)

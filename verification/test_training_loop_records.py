@@ -13,41 +13,27 @@ import torch
 
 from ebmref import distributed
 from ebmref.checkpoint import load_checkpoint
-from ebmref.config import TrainConfig, with_overrides
-from ebmref.nets import MLPEnergy
+from ebmref.config import TrainConfig
 from ebmref.training import TrainState, train, train_step
+from verification.tiny_runs import tiny_config, tiny_data, tiny_mlp
 
 DT = torch.float64
 
 
 def _config(**extra) -> TrainConfig:
-    return with_overrides(TrainConfig(), {
-        "run.n_updates": 3, "run.batch_size": 4, "run.device": "cpu", "run.dtype": "float64",
-        "run.progress": False, "run.log_every": 1, "buffer.size": 8, "buffer.noise_low": -2.0,
-        "buffer.noise_high": 2.0, "sampler.n_steps": 2, "sampler.step_size": 0.01,
-        "sampler.noise": None, "sampler.grad_clip": None, "sampler.clamp": None,
-        "optim.lr": 1e-2, **extra})
-
-
-def _energy() -> MLPEnergy:
-    torch.manual_seed(0)
-    return MLPEnergy(2, hidden=4, depth=1)
-
-
-def _data() -> torch.Tensor:
-    return torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
+    return tiny_config(**{"run.n_updates": 3, "sampler.n_steps": 2, "optim.lr": 0.01, **extra})
 
 
 def test_progress_bar_is_labelled_train_and_counts_updates(capsys):
     """run.progress: a tqdm bar on stderr, "train", ending at n_updates/n_updates."""
-    train(_energy(), _data(), _config(**{"run.progress": True}))
+    train(tiny_mlp(), tiny_data(32), _config(**{"run.progress": True}))
     last = capsys.readouterr().err.replace("\n", "\r").strip("\r").split("\r")[-1]
     assert re.match(r"^train: 100%\|[^|]*\| 3/3 \[", last), last
 
 
 def test_callback_receives_the_logged_records():
     seen = []
-    result = train(_energy(), _data(), _config(),
+    result = train(tiny_mlp(), tiny_data(32), _config(),
                    callback=lambda step, record: seen.append((step, record)))
     assert [s for s, _ in seen] == [1, 2, 3]
     assert [r for _, r in seen] == result.history
@@ -62,7 +48,7 @@ def test_a_checkpoint_holds_the_parameters_of_its_step(tmp_path):
     """ckpt_every = 2: θ₂ is written once update 3 has passed the checks. Stopping the run
     right then (a callback that raises at step 3) leaves checkpoint.pt = (step 2, θ₂), θ₂ as the
     callback saw it at step 2 — not θ₃, which the live parameters hold by then."""
-    energy, seen = _energy(), {}
+    energy, seen = tiny_mlp(), {}
 
     def callback(step, record):
         seen[step] = {k: v.detach().clone() for k, v in energy.state_dict().items()}
@@ -70,7 +56,7 @@ def test_a_checkpoint_holds_the_parameters_of_its_step(tmp_path):
             raise _Stop
 
     with pytest.raises(_Stop):
-        train(energy, _data(), _config(**{"run.n_updates": 5, "run.ckpt_every": 2}), tmp_path,
+        train(energy, tiny_data(32), _config(**{"run.n_updates": 5, "run.ckpt_every": 2}), tmp_path,
               callback=callback)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     assert state["step"] == 2
@@ -87,19 +73,19 @@ def test_rank_resumes_its_own_generator_and_buffer_shard(monkeypatch):
     shards, gens = [], []
     for rank in (0, 1):
         monkeypatch.setattr(distributed, "current", lambda r=rank: distributed.DistContext(r, 2))
-        state = TrainState.create(_energy().to(DT), cfg)
+        state = TrainState.create(tiny_mlp().to(DT), cfg)
         buf = state.ensure_buffer((2,))
         buf.sample(4, state.generator)  # fills the shard (4 states) from noise
         buf.push(torch.full((3, 2), 10.0 + rank, dtype=DT), state.generator)  # ptr → 3
         shards.append(buf.state_dict())
         gens.append(state.generator.get_state())
     monkeypatch.setattr(distributed, "current", lambda: distributed.DistContext())
-    ckpt = TrainState.create(_energy().to(DT), cfg).state_dict(copy_tensors=True)
+    ckpt = TrainState.create(tiny_mlp().to(DT), cfg).state_dict(copy_tensors=True)
     ckpt.update(step=5, buffer=distributed.merge_buffer_states(shards), buffer_shards=shards)
     ckpt["rng"] = {"generator": gens[0], "generators": gens}
 
     monkeypatch.setattr(distributed, "current", lambda: distributed.DistContext(1, 2))
-    resumed = TrainState.create(_energy().to(DT), cfg)
+    resumed = TrainState.create(tiny_mlp().to(DT), cfg)
     resumed.load_state_dict(ckpt)
     assert resumed.step == 5 and torch.equal(resumed.generator.get_state(), gens[1])
     got = resumed.buffer.state_dict()
@@ -113,12 +99,12 @@ def test_too_few_items_for_the_ranks_name_the_field(monkeypatch):
     """Under 2 ranks (faked), a buffer.size or run.batch_size below the world size cannot be
     split and the error names the field."""
     monkeypatch.setattr(distributed, "current", lambda: distributed.DistContext(0, 2))
-    small_buffer = TrainState.create(_energy().to(DT), _config(**{"buffer.size": 1,
+    small_buffer = TrainState.create(tiny_mlp().to(DT), _config(**{"buffer.size": 1,
                                                                   "run.batch_size": 1}))
     with pytest.raises(ValueError, match=r"^buffer\.size: must be an integer in \[2, ∞\], "
                                          r"got 1$"):
         small_buffer.ensure_buffer((2,))
-    state = TrainState.create(_energy().to(DT), _config(**{"run.batch_size": 1}))
+    state = TrainState.create(tiny_mlp().to(DT), _config(**{"run.batch_size": 1}))
     with pytest.raises(ValueError, match=r"^run\.batch_size: must be an integer in \[2, ∞\], "
                                          r"got 1$"):
         train_step(state, torch.zeros(1, 2, dtype=DT))
@@ -133,5 +119,5 @@ def test_ensembles_are_refused_under_a_process_group(monkeypatch):
                         lambda *a, **k: distributed.DistContext(0, 2))
     with pytest.raises(ValueError, match=r"^energy: ensembles do not run under a process group "
                                          r"\(torchrun\)$"):
-        train(EnsembleEnergy([_energy(), _energy()]), _data(),
+        train(EnsembleEnergy([tiny_mlp(), tiny_mlp()]), tiny_data(32),
               _config(**{"optim.max_grad_norm": None}))

@@ -16,35 +16,22 @@ import torch
 from ebmref.checkpoint import load_checkpoint
 from ebmref.config import TrainConfig, with_overrides
 from ebmref.energy import Energy
-from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, train
+from verification.tiny_runs import tiny_config, tiny_data, tiny_mlp
 
 DT = torch.float64
 
 
 def _config(**extra) -> TrainConfig:
-    return with_overrides(TrainConfig(), {
-        "run.n_updates": 2, "run.batch_size": 4, "run.device": "cpu", "run.dtype": "float64",
-        "run.progress": False, "run.log_every": 1, "buffer.size": 8, "buffer.noise_low": -2.0,
-        "buffer.noise_high": 2.0, "sampler.n_steps": 1, "sampler.step_size": 0.01,
-        "sampler.noise": None, "sampler.grad_clip": None, "sampler.clamp": None, **extra})
-
-
-def _energy() -> MLPEnergy:
-    torch.manual_seed(0)
-    return MLPEnergy(2, hidden=4, depth=1)
-
-
-def _data() -> torch.Tensor:
-    return torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
+    return tiny_config(**extra)
 
 
 def test_resumed_bar_counts_from_the_resumed_step_with_the_last_record(tmp_path, capsys):
     """2 updates, then a resume to 4 with the bar on: it ends at 4/4 after 2 updates of this
     session, its postfix the last record's loss, energy_data and energy_samples (.3g)."""
-    train(_energy(), _data(), _config(), tmp_path)
+    train(tiny_mlp(), tiny_data(), _config(), tmp_path)
     capsys.readouterr()
-    res = train(_energy(), _data(), _config(**{"run.n_updates": 4, "run.progress": True}),
+    res = train(tiny_mlp(), tiny_data(), _config(**{"run.n_updates": 4, "run.progress": True}),
                 tmp_path, resume=True)
     assert [r["step"] for r in res.history] == [3, 4]
     last = capsys.readouterr().err.replace("\n", "\r").strip("\r").split("\r")[-1]
@@ -56,7 +43,7 @@ def test_resumed_bar_counts_from_the_resumed_step_with_the_last_record(tmp_path,
 
 def test_record_times_are_seconds_since_the_loop_started():
     t0 = time.perf_counter()
-    res = train(_energy(), _data(), _config(**{"run.n_updates": 3}))
+    res = train(tiny_mlp(), tiny_data(), _config(**{"run.n_updates": 3}))
     wall = time.perf_counter() - t0
     times = [r["time_s"] for r in res.history]
     assert 0 <= times[0] <= times[1] <= times[2] <= wall
@@ -80,7 +67,7 @@ def test_checkpoints_follow_ckpt_every(tmp_path, ckpt_every, stop, want):
     yet; with 2, the last one on disk is step 2 (step 4's would be written at step 5)."""
     cfg = _config(**{"run.n_updates": 6, "run.ckpt_every": ckpt_every})
     with pytest.raises(_Stop):
-        train(_energy(), _data(), cfg, tmp_path, callback=_stop_at(stop))
+        train(tiny_mlp(), tiny_data(), cfg, tmp_path, callback=_stop_at(stop))
     path = tmp_path / "checkpoint.pt"
     assert (load_checkpoint(path)["step"] if path.exists() else None) == want
 

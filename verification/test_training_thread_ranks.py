@@ -21,11 +21,11 @@ import torch.distributed as dist
 
 from ebmref import distributed
 from ebmref.checkpoint import load_checkpoint
-from ebmref.config import TrainConfig, with_overrides
+from ebmref.config import TrainConfig
 from ebmref.energy import Energy
-from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
 from verification.thread_ranks import ThreadGroup
+from verification.tiny_runs import tiny_config, tiny_data, tiny_mlp
 
 DT = torch.float64
 STRIDE = 0x9E3779B1  # the documented stride between rank seeds
@@ -37,29 +37,16 @@ def group(monkeypatch):
 
 
 def _config(**extra) -> TrainConfig:
-    return with_overrides(TrainConfig(), {
-        "run.n_updates": 3, "run.batch_size": 5, "run.device": "cpu", "run.dtype": "float64",
-        "run.progress": False, "run.log_every": 1, "run.ckpt_every": 2, "run.seed": 3,
-        "buffer.size": 9, "buffer.noise_low": -2.0, "buffer.noise_high": 2.0,
-        "buffer.reinit_prob": 0.5, "sampler.n_steps": 2, "sampler.step_size": 0.01,
-        "sampler.noise": None, "sampler.grad_clip": None, "sampler.clamp": None,
-        "optim.lr": 1e-2, **extra})
-
-
-def _energy() -> MLPEnergy:
-    torch.manual_seed(0)
-    return MLPEnergy(2, hidden=4, depth=1)
-
-
-def _data() -> torch.Tensor:
-    return torch.randn(32, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
+    return tiny_config(**{"run.n_updates": 3, "run.batch_size": 5, "run.ckpt_every": 2,
+                          "run.seed": 3, "buffer.size": 9, "buffer.reinit_prob": 0.5,
+                          "sampler.n_steps": 2, "optim.lr": 0.01, **extra})
 
 
 def test_two_ranks_train_their_shares_and_checkpoint_both(group, tmp_path, monkeypatch):
     """The whole 2-rank run (see the module docstring), then its single-process resumption."""
     out = tmp_path / "run"
-    energies = [_energy(), _energy()]
-    res = group.run(lambda r: train(energies[r], _data(), _config(), out))
+    energies = [tiny_mlp(), tiny_mlp()]
+    res = group.run(lambda r: train(energies[r], tiny_data(32), _config(), out))
     assert [x.step for x in res] == [3, 3]
     assert [x.buffer.capacity for x in res] == [5, 4]
     assert [x.buffer.n_seen for x in res] == [5 + 3 * 3, 4 + 3 * 2]  # 3 updates of 3 / 2
@@ -86,7 +73,7 @@ def test_two_ranks_train_their_shares_and_checkpoint_both(group, tmp_path, monke
     assert not torch.equal(gens[0], gens[1])
 
     monkeypatch.setattr(dist, "is_initialized", lambda: False)  # one process, no group
-    state = TrainState.create(_energy().to(DT), _config())  # no buffer: built from the ckpt
+    state = TrainState.create(tiny_mlp().to(DT), _config())  # no buffer: built from the ckpt
     state.load_state_dict(ckpt)
     assert state.step == 3 and torch.equal(state.generator.get_state(), gens[0])
     assert state.buffer.capacity == 9 and torch.equal(state.buffer.storage, merged["storage"])
@@ -99,12 +86,12 @@ def test_single_process_checkpoint_resumed_as_rank_one(monkeypatch):
     """Rank 1 of 2 resuming a checkpoint of one process at step 4 takes the second half of the
     merged buffer (rows 5..8 of 9) and a generator seeded (seed + 4 + stride) mod 2⁶³."""
     cfg = _config()
-    saved = TrainState.create(_energy().to(DT), cfg)
-    train_step(saved, _data()[:5])
+    saved = TrainState.create(tiny_mlp().to(DT), cfg)
+    train_step(saved, tiny_data(32)[:5])
     ckpt = saved.state_dict(copy_tensors=True)
     ckpt["step"] = 4
     monkeypatch.setattr(distributed, "current", lambda: distributed.DistContext(1, 2))
-    state = TrainState.create(_energy().to(DT), cfg)
+    state = TrainState.create(tiny_mlp().to(DT), cfg)
     state.load_state_dict(ckpt)
     want = torch.Generator().manual_seed((3 + 4 + STRIDE) % 2**63).get_state()
     assert state.step == 4 and torch.equal(state.generator.get_state(), want)
