@@ -20,6 +20,7 @@ from ebmref.ensemble import EnsembleEnergy
 from ebmref.nets import MLPEnergy
 from ebmref.objectives import contrastive_loss
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
+from verification.tiny_runs import ConstEnergy
 
 DT = torch.float64
 
@@ -72,18 +73,6 @@ def test_buffer_memory_check_states_need_and_free():
     assert res.step == 2 and res.buffer is None
 
 
-class _Const(Energy):
-    """E(x) = c for every x, c a (trained) parameter: ∇ₓE = 0, so chains stay finite."""
-
-    def __init__(self, c: float):
-        super().__init__()
-        self.c = torch.nn.Parameter(torch.tensor(c, dtype=DT))
-        self.event_shape = (2,)
-
-    def forward(self, x):
-        return self.c + 0.0 * x.sum(-1)
-
-
 class _SqrtScale(Energy):
     """E(x) = √w·Σx at w = 0: every energy is 0, ∂E/∂w is infinite."""
 
@@ -100,9 +89,9 @@ def test_divergence_threshold_and_messages():
     """|E| = max_energy exactly is bounded (the check is |E| > max_energy); an infinite energy
     and an infinite weight gradient are reported with their values and no threshold."""
     cfg = _config(**{"run.max_energy": 100.0, "optim.l2": 0.0})
-    assert train(_Const(100.0), _data(), cfg).step == 2
+    assert train(ConstEnergy(100.0), _data(), cfg).step == 2
     with pytest.raises(TrainingDiverged) as info:
-        train_step(TrainState.create(_Const(math.inf), cfg), _data()[:4])
+        train_step(TrainState.create(ConstEnergy(math.inf), cfg), _data()[:4])
     assert str(info.value) == "training diverged at step 1: |energy| of data E(x⁺) = inf"
     with pytest.raises(TrainingDiverged) as info:
         train_step(TrainState.create(_SqrtScale(), cfg), _data()[:4])

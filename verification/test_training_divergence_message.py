@@ -13,9 +13,9 @@ import torch
 from ebmref import distributed
 from ebmref import training as T
 from ebmref.config import TrainConfig, with_overrides
-from ebmref.energy import Energy
 from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
+from verification.tiny_runs import QuadraticEnergy
 
 DT = torch.float64
 
@@ -64,18 +64,6 @@ def test_train_says_no_checkpoint_was_written():
     assert math.isnan(err.value)
 
 
-class _Quadratic(Energy):
-    """E(x) = w·x² with one trained weight w (starting at 1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones((), dtype=DT))
-        self.event_shape = (1,)
-
-    def forward(self, x):
-        return self.w * (x ** 2).sum(-1)
-
-
 @pytest.mark.parametrize("data_at,box,quantity", [
     (2.0, (-0.01, 0.01), "|energy| of data E(x⁺)"),
     (0.0, (2.0, 3.0), "|energy| of samples E(x⁻)")])
@@ -91,7 +79,7 @@ def test_the_final_update_is_checked_and_named(data_at, box, quantity):
         "buffer.reinit_prob": 1.0, "sampler.n_steps": 1, "sampler.step_size": 1e-6})
     data = torch.full((16, 1), data_at, dtype=DT)
     with pytest.raises(TrainingDiverged) as info:
-        train(_Quadratic(), data, cfg)
+        train(QuadraticEnergy(), data, cfg)
     err = info.value
     assert (err.step, err.quantity) == (1, quantity + " after the final update")
     assert err.value > 1000.0

@@ -13,10 +13,9 @@ import pytest
 import torch
 
 from ebmref.config import TrainConfig
-from ebmref.energy import Energy
 from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
-from verification.tiny_runs import tiny_config, tiny_data
+from verification.tiny_runs import ConstEnergy, tiny_config, tiny_data
 
 DT = torch.float64
 
@@ -31,24 +30,12 @@ def test_no_progress_bar_when_progress_is_off(capsys):
     assert capsys.readouterr().err == ""
 
 
-class _Const(Energy):
-    """E(x) = c for every x (c a parameter)."""
-
-    def __init__(self, c: float):
-        super().__init__()
-        self.c = torch.nn.Parameter(torch.tensor(c, dtype=DT))
-        self.event_shape = (2,)
-
-    def forward(self, x):
-        return self.c + 0.0 * x.sum(-1)
-
-
 def test_an_overflowing_loss_is_reported_as_the_loss():
     """E ≡ 1e200 (below max_energy = 1e300): the l2 term 0.1·E² overflows to inf, while the
     gradient, 0.1·4E = 4e199, is finite: the run stops at step 1 on "loss = inf"."""
     cfg = _config(**{"run.max_energy": 1e300, "optim.l2": 0.1, "optim.max_grad_norm": None})
     with pytest.raises(TrainingDiverged) as info:
-        train_step(TrainState.create(_Const(1e200), cfg), tiny_data()[:4])
+        train_step(TrainState.create(ConstEnergy(1e200), cfg), tiny_data()[:4])
     assert str(info.value) == "training diverged at step 1: loss = inf"
     assert info.value.quantity == "loss" and info.value.value == float("inf")
 

@@ -15,9 +15,8 @@ import torch
 
 from ebmref.checkpoint import load_checkpoint
 from ebmref.config import TrainConfig, with_overrides
-from ebmref.energy import Energy
 from ebmref.training import TrainingDiverged, train
-from verification.tiny_runs import tiny_config, tiny_data, tiny_mlp
+from verification.tiny_runs import QuadraticEnergy, tiny_config, tiny_data, tiny_mlp
 
 DT = torch.float64
 
@@ -72,18 +71,6 @@ def test_checkpoints_follow_ckpt_every(tmp_path, ckpt_every, stop, want):
     assert (load_checkpoint(path)["step"] if path.exists() else None) == want
 
 
-class _Quadratic(Energy):
-    """E(x) = w·Σx² with one trained weight w (starting at 1)."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones((), dtype=DT))
-        self.event_shape = (1,)
-
-    def forward(self, x):
-        return self.w * (x ** 2).sum(-1)
-
-
 def test_final_divergence_names_the_last_good_checkpoint(tmp_path):
     """Data at 2, chains near 0: ∂L/∂w = 4 − mean x⁻² ≈ 4 at every update, and each Adam step
     (β₁ = 0, lr = 1000) moves w by 1000, so |E(x⁺)| ≈ 4·1001 after update 1, ≈ 4·2001 after
@@ -95,10 +82,10 @@ def test_final_divergence_names_the_last_good_checkpoint(tmp_path):
                      "buffer.noise_high": 0.01, "buffer.reinit_prob": 1.0,
                      "sampler.step_size": 1e-6})
     data = torch.full((16, 1), 2.0, dtype=DT)
-    train(_Quadratic(), data, cfg, tmp_path)
+    train(QuadraticEnergy(), data, cfg, tmp_path)
     more = with_overrides(cfg, {"run.n_updates": 2, "run.max_energy": 6000.0})
     with pytest.raises(TrainingDiverged) as info:
-        train(_Quadratic(), data, more, tmp_path, resume=True)
+        train(QuadraticEnergy(), data, more, tmp_path, resume=True)
     err = info.value
     assert (err.step, err.quantity) == (2, "|energy| of data E(x⁺) after the final update")
     assert 7000.0 < err.value < 9000.0

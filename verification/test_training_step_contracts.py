@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from ebmref.config import TrainConfig, with_overrides
-from ebmref.energy import Energy
 from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
+from verification.tiny_runs import SlopeEnergy
 
 DT = torch.float64
 
@@ -34,18 +34,6 @@ def _config(**extra) -> TrainConfig:
 
 def _data() -> torch.Tensor:
     return torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
-
-
-class _Sum(Energy):
-    """E(x) = w·Σx with w = 1 trained: ∇ₓE = (w, w), a slope that pushes chains down."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones((), dtype=DT))
-        self.event_shape = (2,)
-
-    def forward(self, x):
-        return self.w * x.sum(-1)
 
 
 class _Shift:
@@ -66,7 +54,7 @@ def test_transition_on_read_gets_the_generator_and_is_clamped():
     shift = _Shift()
     cfg = _config(**{"buffer.transition_on_read": True, "sampler.clamp": (-2.0, 2.0),
                      "sampler.noise": 0.0})
-    res = train(_Sum(), _data(), cfg, transition=shift)
+    res = train(SlopeEnergy(), _data(), cfg, transition=shift)
     x_neg = res.buffer.storage[:4]  # FIFO: update 1's chain ends went to slots 0..3
     assert torch.allclose(x_neg, torch.full((4, 2), 1.99, dtype=DT), rtol=0, atol=1e-12)
     assert len(shift.generators) == 1 and isinstance(shift.generators[0], torch.Generator)
@@ -77,7 +65,7 @@ def test_transition_every_step_of_the_sampler():
     generator."""
     shift = _Shift()
     cfg = _config(**{"sampler.transition_every": 1, "sampler.n_steps": 3})
-    train(_Sum(), _data(), cfg, transition=shift)
+    train(SlopeEnergy(), _data(), cfg, transition=shift)
     assert len(shift.generators) == 3
     assert all(isinstance(g, torch.Generator) for g in shift.generators)
 
@@ -94,7 +82,7 @@ def test_max_grad_norm_clips_and_the_norm_before_clipping_is_reported():
     assert clipped == pytest.approx(1e-3 * n / (n + 1e-6), rel=1e-9)
 
 
-class _InfSum(_Sum):
+class _InfSum(SlopeEnergy):
     """E(x) = w·Σx + ∞: infinite energies with a finite ∇ₓE (the chains still move)."""
 
     def forward(self, x):
@@ -108,7 +96,7 @@ def test_an_infinite_energy_under_the_kl_loss_is_a_divergence():
     assert str(info.value) == "training diverged at step 1: |energy| of data E(x⁺) = inf"
 
 
-class _Square(_Sum):
+class _Square(SlopeEnergy):
     """E(x) = w·Σx²: a step of size 1e200 throws chains to ±inf, then NaN."""
 
     def forward(self, x):

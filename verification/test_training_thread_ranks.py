@@ -22,10 +22,9 @@ import torch.distributed as dist
 from ebmref import distributed
 from ebmref.checkpoint import load_checkpoint
 from ebmref.config import TrainConfig
-from ebmref.energy import Energy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
 from verification.thread_ranks import ThreadGroup
-from verification.tiny_runs import tiny_config, tiny_data, tiny_mlp
+from verification.tiny_runs import SlopeEnergy, tiny_config, tiny_data, tiny_mlp
 
 DT = torch.float64
 STRIDE = 0x9E3779B1  # the documented stride between rank seeds
@@ -99,25 +98,13 @@ def test_single_process_checkpoint_resumed_as_rank_one(monkeypatch):
     assert torch.equal(state.buffer.storage, ckpt["buffer"]["storage"][5:])
 
 
-class _Sum(Energy):
-    """E(x) = w·Σx, w = 1 at the first update."""
-
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.ones((), dtype=DT))
-        self.event_shape = (2,)
-
-    def forward(self, x):
-        return self.w * x.sum(-1)
-
-
 def test_logged_statistics_are_means_over_the_ranks(group):
     """Rank 0's data are all (1, 1), rank 1's all (3, 3): at update 1 (w = 1) the ranks'
     mean data energies are 2 and 6, and both log their mean 4; the loss (no l2, no KL) is the
     mean of the ranks' contrastive losses, equal to the logged loss_contrastive."""
     cfg = _config(**{"run.n_updates": 1, "run.batch_size": 4, "optim.l2": 0.0})
     data = [torch.full((8, 2), 1.0 + 2 * r, dtype=DT) for r in range(2)]
-    res = group.run(lambda r: train(_Sum(), data[r], cfg))
+    res = group.run(lambda r: train(SlopeEnergy(), data[r], cfg))
     for x in res:
         (record,) = x.history
         assert record["energy_data"] == 4.0
@@ -135,7 +122,7 @@ def test_a_large_energy_on_one_rank_stops_every_rank(group, which):
                                                               **far[which]})]
     near = torch.zeros(8, 2, dtype=DT)
     data = [near, near + 1000.0 if which == "data" else near]
-    errors = group.run(lambda r: _diverged(train, _Sum(), data[r], cfgs[r]))
+    errors = group.run(lambda r: _diverged(train, SlopeEnergy(), data[r], cfgs[r]))
     quantity = {"data": "|energy| of data E(x⁺)", "samples": "|energy| of samples E(x⁻)"}
     for err in errors:
         assert err.step == 1 and err.quantity == quantity[which]

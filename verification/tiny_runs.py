@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from ebmref.config import TrainConfig, with_overrides
+from ebmref.energy import Energy
 from ebmref.nets import MLPEnergy
 
 DT = torch.float64
@@ -30,3 +31,39 @@ def tiny_mlp() -> MLPEnergy:
 def tiny_data(n: int = 16) -> torch.Tensor:
     """n standard normal points in 2-D (float64), the same for every call."""
     return torch.randn(n, 2, generator=torch.Generator().manual_seed(0), dtype=DT)
+
+
+class ConstEnergy(Energy):
+    """E(x) = c for every x in 2-D, c a trained parameter: ∇ₓE = 0, so chains stay put."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(c, dtype=DT))
+        self.event_shape = (2,)
+
+    def forward(self, x):
+        return self.c + 0.0 * x.sum(-1)
+
+
+class SlopeEnergy(Energy):
+    """E(x) = w·Σx in 2-D with w = 1 trained: ∇ₓE = (w, w), a slope pushing chains down."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones((), dtype=DT))
+        self.event_shape = (2,)
+
+    def forward(self, x):
+        return self.w * x.sum(-1)
+
+
+class QuadraticEnergy(Energy):
+    """E(x) = w·Σx² in 1-D with w = 1 trained."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones((), dtype=DT))
+        self.event_shape = (1,)
+
+    def forward(self, x):
+        return self.w * (x ** 2).sum(-1)
