@@ -96,7 +96,13 @@ def grid(bounds: tuple[tuple[float, float], ...], n_points: int,
 
 def simpson_weights(n_points: int, dim: int, dtype: torch.dtype = torch.float64) -> Tensor:
     """Tensor-product Simpson weights (1, 4, 2, 4, …, 4, 1)/3 per axis, flattened in the
-    order of :func:`grid`; multiply by the cell volume to integrate."""
+    order of :func:`grid`; multiply by the cell volume to integrate. Simpson's rule pairs the
+    intervals, so ``n_points`` is odd (≥ 3); ``dim`` is 1 or 2."""
+    check_int_range(n_points, "n_points", 3)
+    if n_points % 2 == 0:
+        raise ValueError(f"n_points: Simpson's rule needs an odd number of points, got {n_points}")
+    if dim not in (1, 2):
+        raise ValueError(f"dim: must be 1 or 2, got {dim!r}")
     w = torch.ones(n_points, dtype=dtype)
     w[1:-1:2], w[2:-1:2] = 4.0, 2.0
     w = w / 3.0

@@ -44,6 +44,22 @@ def test_simpson_weights_written_out():
     assert simpson_weights(5, 1, torch.float32).dtype == torch.float32
 
 
+@pytest.mark.parametrize("n_points, dim, message", [
+    (2, 1, r"^n_points: must be an integer in \[3, ∞\], got 2$"),
+    (6, 1, r"^n_points: Simpson's rule needs an odd number of points, got 6$"),
+    (10, 2, r"^n_points: Simpson's rule needs an odd number of points, got 10$"),
+    (5, 3, r"^dim: must be 1 or 2, got 3$"),
+    (5, 0, r"^dim: must be 1 or 2, got 0$"),
+])
+def test_simpson_weights_refuse_what_is_not_a_simpson_rule(n_points, dim, message):
+    """An even number of points leaves an interval unpaired: (1, 4, 2, 4, 2, 1)/3 is no
+    quadrature rule, so it is refused rather than returned; so are < 3 points and dim ∉ {1, 2}
+    (the weights would be the 1-D ones)."""
+    with pytest.raises(ValueError, match=message):
+        simpson_weights(n_points, dim)
+    assert simpson_weights(3, 1).tolist() == pytest.approx([1 / 3, 4 / 3, 1 / 3], rel=1e-15)
+
+
 def test_grid_points_in_ij_order_and_cell():
     """Row i·n + j of a 2-D grid is (x_i, y_j) of the two linspaces; points are (N, d); the cell
     is Π (hi − lo)/(n − 1); no warning (the meshgrid indexing is explicit)."""
