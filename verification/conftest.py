@@ -22,12 +22,20 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 
 import pytest
 import torch
+import tqdm
 
 from verification.stats import seed_for
+
+# tqdm's default write lock is a multiprocessing semaphore, shared by every process forked from
+# this one: a process killed while holding it (tools/mutation.sh forks one per mutant and kills
+# those past their time limit) leaves every later progress bar waiting for ever. A test process
+# only writes its own bars, so a thread lock is enough.
+tqdm.tqdm.set_lock(threading.RLock())
 
 SEED_ENV = "EBMREF_SEED"
 
