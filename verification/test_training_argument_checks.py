@@ -20,18 +20,13 @@ from ebmref.ensemble import EnsembleEnergy
 from ebmref.nets import MLPEnergy
 from ebmref.objectives import contrastive_loss
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
-from verification.tiny_runs import ConstEnergy
+from verification.tiny_runs import ConstEnergy, tiny_config
 
 DT = torch.float64
 
 
 def _config(**extra) -> TrainConfig:
-    return with_overrides(TrainConfig(), {
-        "run.n_updates": 2, "run.batch_size": 4, "run.device": "cpu", "run.dtype": "float64",
-        "run.progress": False, "buffer.size": 8, "buffer.noise_low": -2.0,
-        "buffer.noise_high": 2.0, "sampler.n_steps": 2, "sampler.step_size": 0.01,
-        "sampler.noise": None, "sampler.grad_clip": None, "sampler.clamp": None,
-        "optim.l2": 0.1, **extra})
+    return tiny_config(**{"run.log_every": 10, "sampler.n_steps": 2, "optim.l2": 0.1, **extra})
 
 
 def _mlp(seed: int = 0) -> MLPEnergy:

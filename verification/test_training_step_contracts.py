@@ -15,21 +15,17 @@ import math
 import pytest
 import torch
 
-from ebmref.config import TrainConfig, with_overrides
+from ebmref.config import TrainConfig
 from ebmref.nets import MLPEnergy
 from ebmref.training import TrainingDiverged, TrainState, train, train_step
-from verification.tiny_runs import SlopeEnergy
+from verification.tiny_runs import SlopeEnergy, tiny_config
 
 DT = torch.float64
 
 
 def _config(**extra) -> TrainConfig:
-    return with_overrides(TrainConfig(), {
-        "run.n_updates": 1, "run.batch_size": 4, "run.device": "cpu", "run.dtype": "float64",
-        "run.progress": False, "buffer.size": 8, "buffer.noise_low": -1.0,
-        "buffer.noise_high": 1.0, "sampler.n_steps": 1, "sampler.step_size": 0.01,
-        "sampler.noise": None, "sampler.grad_clip": None, "sampler.clamp": None,
-        "optim.max_grad_norm": None, **extra})
+    return tiny_config(**{"run.n_updates": 1, "run.log_every": 10, "buffer.noise_low": -1.0,
+                          "buffer.noise_high": 1.0, "optim.max_grad_norm": None, **extra})
 
 
 def _data() -> torch.Tensor:
